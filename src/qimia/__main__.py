@@ -1,0 +1,5 @@
+import sys
+
+from qimia.cli import main
+
+sys.exit(main())

@@ -1,0 +1,253 @@
+"""Text corpora for language modelling, tokenised at the character level or with a BPE tokenizer
+trained locally on the training split (Hugging Face ``tokenizers``).
+
+    TextDataModule(source=TextFile("corpus.txt"), tokenizer="char", block_size=128)
+    TextDataModule(source=WikiText("wikitext-2-raw-v1"), tokenizer="bpe", vocab_size=4096)
+
+Each split is one token stream cut into non-overlapping windows of ``block_size + 1`` tokens
+(inputs ``w[:-1]``, targets ``w[1:]``). Bits per character are reported exactly for BPE too:
+the module passes ``chars_per_token`` of the evaluation splits to the LightningModule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from qimia.data.base import SplitDataModule
+
+UNK = "\u2047"  # stands for characters never seen in the training split
+
+
+# ----------------------------------------------------------------------------- sources
+@dataclass
+class Corpus:
+    """Raw text of the three splits."""
+
+    train: str
+    val: str
+    test: str
+
+
+class TextSource(Protocol):
+    def load(self) -> Corpus: ...
+
+
+@dataclass
+class TextFile:
+    """One local UTF-8 text file split contiguously: first ``1 - val - test`` for training, then
+    validation, then test (contiguous, so no window straddles two splits).
+
+    Args:
+        path: the file.
+        val_fraction, test_fraction: shares of the characters held out.
+    """
+
+    path: str
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
+
+    def load(self) -> Corpus:
+        path = Path(self.path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no text file at {path}; pass data.source.path=<file>.")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path} is not UTF-8 text ({err}).") from err
+        n = len(text)
+        n_val, n_test = int(n * self.val_fraction), int(n * self.test_fraction)
+        if min(n_val, n_test, n - n_val - n_test) < 2:
+            raise ValueError(f"{path} has {n} characters: too short to split into train/val/test.")
+        cut1, cut2 = n - n_val - n_test, n - n_test
+        return Corpus(text[:cut1], text[cut1:cut2], text[cut2:])
+
+
+@dataclass
+class WikiText:
+    """WikiText-2 or -103 (raw) from a local folder (``wiki.train.raw``, ``wiki.valid.raw``,
+    ``wiki.test.raw``, or the ``.tokens`` files) or Hugging Face ``datasets`` (downloads once).
+
+    Args:
+        name: ``"wikitext-2-raw-v1"`` or ``"wikitext-103-raw-v1"`` (or the non-raw variants).
+        path: the local folder; ``None`` loads through ``datasets``.
+    """
+
+    name: str = "wikitext-2-raw-v1"
+    path: str | None = None
+
+    def load(self) -> Corpus:
+        if self.path is not None:
+            return self._local(Path(self.path))
+        try:
+            import datasets
+        except ImportError as err:
+            raise ImportError(
+                "WikiText through Hugging Face needs `pip install datasets` (or `pip install qimia[hf]`); "
+                "or pass data.source.path=<folder with wiki.train.raw, wiki.valid.raw, wiki.test.raw>."
+            ) from err
+        try:
+            ds = datasets.load_dataset("wikitext", self.name)
+        except Exception as err:  # offline, unknown config, ... : say what to do
+            raise RuntimeError(
+                f"could not load wikitext/{self.name} through Hugging Face datasets ({err}). Offline? "
+                "Pass data.source.path=<folder with wiki.train.raw, wiki.valid.raw, wiki.test.raw>."
+            ) from err
+        return Corpus(*("".join(ds[split]["text"]) for split in ("train", "validation", "test")))
+
+    @staticmethod
+    def _local(folder: Path) -> Corpus:
+        texts = []
+        for split in ("train", "valid", "test"):
+            candidates = [folder / f"wiki.{split}.raw", folder / f"wiki.{split}.tokens"]
+            found = next((p for p in candidates if p.is_file()), None)
+            if found is None:
+                raise FileNotFoundError(f"no wiki.{split}.raw or wiki.{split}.tokens in {folder}.")
+            texts.append(found.read_text(encoding="utf-8"))
+        return Corpus(*texts)
+
+
+@dataclass
+class PythonDocs:
+    """The Python reference documentation that ships with CPython (``pydoc_data.topics``: about
+    465k characters of English prose and code examples), split contiguously like :class:`TextFile`.
+    A real corpus that is available offline wherever Python is."""
+
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
+
+    def load(self) -> Corpus:
+        from pydoc_data.topics import topics
+
+        text = "\n\n".join(topics[key] for key in sorted(topics))
+        n = len(text)
+        cut1 = int(n * (1 - self.val_fraction - self.test_fraction))
+        cut2 = int(n * (1 - self.test_fraction))
+        return Corpus(text[:cut1], text[cut1:cut2], text[cut2:])
+
+
+# ----------------------------------------------------------------------------- tokenizers
+class CharTokenizer:
+    """One token per character of the training text, plus ``UNK`` for unseen characters."""
+
+    def __init__(self, text: str) -> None:
+        self.vocab = [UNK, *sorted(set(text) - {UNK})]
+        self.index = {ch: i for i, ch in enumerate(self.vocab)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> Tensor:
+        return torch.tensor([self.index.get(ch, 0) for ch in text], dtype=torch.long)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.vocab[i] for i in ids)
+
+
+class BPETokenizer:
+    """Byte-level BPE (GPT-2 style) trained on the training text with ``vocab_size`` tokens."""
+
+    def __init__(self, text: str, vocab_size: int) -> None:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        chunk = 1 << 16  # train from an iterator of chunks: no giant single string in Rust
+        tokenizer.train_from_iterator((text[i : i + chunk] for i in range(0, len(text), chunk)), trainer)
+        self.tokenizer = tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def encode(self, text: str) -> Tensor:
+        lines = text.splitlines(keepends=True)
+        ids = [i for enc in self.tokenizer.encode_batch(lines) for i in enc.ids]
+        return torch.tensor(ids, dtype=torch.long)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids))
+
+
+# ----------------------------------------------------------------------------- data
+class TokenWindows(Dataset):
+    """Non-overlapping ``(inputs (T,), targets (T,))`` windows of a token stream."""
+
+    def __init__(self, tokens: Tensor, block_size: int) -> None:
+        if len(tokens) < block_size + 1:
+            raise ValueError(f"a split of {len(tokens)} tokens is shorter than one window of block_size+1={block_size + 1}.")
+        self.tokens, self.block_size = tokens, block_size
+
+    def __len__(self) -> int:
+        return (len(self.tokens) - 1) // self.block_size
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        window = self.tokens[i * self.block_size : (i + 1) * self.block_size + 1]  # (T + 1,)
+        return window[:-1], window[1:]
+
+
+class TextDataModule(SplitDataModule):
+    """Language modelling on any :class:`TextSource`.
+
+    Args:
+        source: where the text comes from (:class:`TextFile`, :class:`WikiText`).
+        tokenizer: ``"char"`` or ``"bpe"`` (trained on the training split).
+        vocab_size: BPE vocabulary size (ignored for ``"char"``).
+        block_size: tokens per training window ``T``.
+        **kwargs: ``batch_size``, ``num_workers``, ``seed``.
+    """
+
+    def __init__(
+        self, source: TextSource, tokenizer: str = "char", vocab_size: int = 4096, block_size: int = 128, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if tokenizer not in ("char", "bpe"):
+            raise ValueError(f"tokenizer must be 'char' or 'bpe', got {tokenizer!r}.")
+        self.source, self.tokenizer_kind = source, tokenizer
+        self.bpe_vocab_size, self.block_size = vocab_size, block_size
+        self.tokenizer: CharTokenizer | BPETokenizer | None = None
+        self.chars_per_token = 1.0
+
+    @property
+    def net_kwargs(self) -> dict[str, Any]:
+        if self.tokenizer is None:
+            self.setup()
+        return {"vocab_size": self.tokenizer.vocab_size, "block_size": self.block_size}
+
+    @property
+    def task_kwargs(self) -> dict[str, Any]:
+        """``chars_per_token`` of the test split, for exact bits per character."""
+        if self.tokenizer is None:
+            self.setup()
+        return {"chars_per_token": self.chars_per_token}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenizer is not None:
+            return
+        corpus = self.source.load()
+        if self.tokenizer_kind == "char":
+            self.tokenizer = CharTokenizer(corpus.train)
+        else:
+            self.tokenizer = BPETokenizer(corpus.train, self.bpe_vocab_size)
+        streams = [self.tokenizer.encode(text) for text in (corpus.train, corpus.val, corpus.test)]
+        self.train_set, self.val_set, self.test_set = (TokenWindows(s, self.block_size) for s in streams)
+        self.chars_per_token = len(corpus.test) / len(streams[2])
+
+
+def bits_per_character(loss_nats_per_token: float, chars_per_token: float) -> float:
+    """``bpc = loss / (ln 2 * chars_per_token)``."""
+    return loss_nats_per_token / (math.log(2) * chars_per_token)

@@ -1,0 +1,19 @@
+"""Errors raised by :mod:`qimia.dual`; each message names the problem and the fix."""
+
+from __future__ import annotations
+
+
+class DualFormError(RuntimeError):
+    """Base class: something makes the dual form unavailable or unsafe."""
+
+
+class UnsupportedOptimizerError(DualFormError, TypeError):
+    """The optimizer has no exact key-value (dual) form, e.g. Adam."""
+
+
+class StoreError(DualFormError):
+    """The on-disk memory is missing, inconsistent or used wrongly."""
+
+
+class CorruptShardError(StoreError):
+    """A shard file is truncated or its checksum does not match the manifest."""

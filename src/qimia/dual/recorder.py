@@ -1,0 +1,343 @@
+"""Record the dual-form memory of every ``nn.Linear`` while a model trains normally.
+
+For each recorded layer ``y = W x + b`` and each optimizer step ``t`` the recorder keeps,
+per example and per use of the layer (recurrent cells and shared modules are used several
+times per forward pass), the key ``x_t`` (the layer input) and the value ``e_t = dL/dy_t``
+exactly as autograd computes it during the real backward pass, so loss-reduction factors
+(``1/B`` of a mean) are included automatically. Per step it stores the optimizer scalars
+(learning rate from any scheduler, momentum, dampening, Nesterov, weight decay) and, per
+parameter, the factor by which ``.grad`` was rescaled between backward and ``step()``
+(gradient clipping), detected by comparing ``.grad`` with the gradient autograd produced.
+
+Usage (plain loop)::
+
+    rec = DualRecorder(model, opt, "runs/mnist-dual")
+    for step in range(rec.step, steps):          # rec.step > 0 after resume=True
+        xb, yb, idx = batch(step)
+        rec.set_batch(idx, labels=yb)
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad(); loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)   # optional
+        opt.step(); sched.step()
+    rec.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from qimia.dual.errors import DualFormError, StoreError
+from qimia.dual.optim_coeffs import check_optimizer, group_scalars
+from qimia.dual.store import META_COLUMNS, DualStore, LayerSpec
+
+_CLIP_TOL = 1e-4  # relative residual allowed when explaining .grad as (scalar x autograd gradient)
+
+
+@dataclass
+class _Use:
+    """One call of a recorded layer: rows of keys, their values (after backward), and metadata."""
+
+    keys: torch.Tensor                  # (n, d_key)
+    meta: torch.Tensor                  # (n, 6) int64
+    values: torch.Tensor | None = None  # (n, d_value), set by the tensor hook
+
+
+@dataclass
+class _Pending:
+    """Steps recorded since the last commit."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    slots: dict[str, list[tuple[np.ndarray, np.ndarray | None, np.ndarray]]] = field(default_factory=dict)
+
+
+def linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]]:
+    """All trainable ``nn.Linear`` submodules in registration order (index 0 = input layer)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.weight.requires_grad]
+
+
+class DualRecorder:
+    """Hooks that fill a :class:`~qimia.dual.store.DualStore` during ordinary training.
+
+    Args:
+        model: the model being trained (any ``nn.Module``).
+        optimizer: ``torch.optim.SGD`` for the exact form; other optimizers need ``keys_only``.
+        path: store directory.
+        layers: module names to record (default: every trainable ``nn.Linear``).
+        dtype: ``"float32"`` or ``"float16"`` storage of keys and values.
+        keys_only: record inputs only (APPROXIMATE analysis, any optimizer, no reconstruction).
+        flush_every: commit a shard group (and a resume checkpoint) every this many steps.
+        resume: continue a killed recording: loads model/optimizer/state_objects from the last commit.
+        overwrite: replace an existing store at ``path``.
+        state_objects: extra objects with ``state_dict``/``load_state_dict`` saved for resume
+            (e.g. ``{"scheduler": sched}``).
+        check_gradients: verify every step that the recorded slots reproduce autograd's weight
+            gradient ``sum_i e_i x_i^T`` (costs one matmul per layer; for debugging).
+        info: JSON-serialisable metadata stored in the manifest.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, path: str, *,
+                 layers: list[str] | None = None, dtype: str = "float32", keys_only: bool = False,
+                 flush_every: int = 64, resume: bool = False, overwrite: bool = False,
+                 state_objects: Mapping[str, Any] | None = None, check_gradients: bool = False,
+                 info: Mapping[str, Any] | None = None) -> None:
+        check_optimizer(optimizer, keys_only)
+        if flush_every < 1:
+            raise ValueError(f"flush_every must be >= 1, got {flush_every}.")
+        self.model, self.optimizer = model, optimizer
+        self.keys_only, self.flush_every, self.check_gradients = keys_only, flush_every, check_gradients
+        self.state_objects = dict(state_objects or {})
+        self._modules = self._select_layers(model, layers)
+        param_names = {id(p): n for n, p in model.named_parameters()}
+        self.specs: list[LayerSpec] = []
+        for i, (name, mod) in enumerate(self._modules):
+            self.specs.append(LayerSpec(name=name, index=i, d_key=mod.in_features, d_value=mod.out_features,
+                                        weight=param_names[id(mod.weight)],
+                                        bias=param_names[id(mod.bias)] if mod.bias is not None else None))
+        self._params: dict[str, nn.Parameter] = {}
+        for (_, mod), spec in zip(self._modules, self.specs):
+            self._params[spec.weight] = mod.weight
+            if spec.bias is not None:
+                self._params[spec.bias] = mod.bias
+        self._group_of = self._param_groups(optimizer)
+
+        if resume:
+            self.store = DualStore.open(path, resume=True)
+            self._check_resume_compatible()
+            state = self.store.load_checkpoint()
+            if state.get("step") != self.store.num_steps:
+                raise StoreError(f"checkpoint is for step {state.get('step')} but the manifest has "
+                                 f"{self.store.num_steps} steps; the store is inconsistent.")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            for key, obj in self.state_objects.items():
+                obj.load_state_dict(state[key])
+        else:
+            w0 = {n: p for n, p in self._params.items()}
+            self.store = DualStore.create(path, self.specs, dtype=dtype, keys_only=keys_only, w0=w0,
+                                          info=info, overwrite=overwrite)
+        self.step = self.store.num_steps
+        self._batch: tuple[torch.Tensor, torch.Tensor, int] | None = None
+        self._uses: dict[str, list[_Use]] = {s.name: [] for s in self.specs}
+        self._raw_grads: dict[str, torch.Tensor] = {}
+        self._pending = _Pending()
+        self._paused = False
+        self._handles: list[Any] = []
+        self._attach()
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _select_layers(model: nn.Module, layers: list[str] | None) -> list[tuple[str, nn.Linear]]:
+        available = dict(linear_layers(model))
+        if layers is None:
+            chosen = list(available.items())
+        else:
+            missing = [n for n in layers if n not in available]
+            if missing:
+                raise ValueError(f"layers {missing} are not trainable nn.Linear modules of the model; "
+                                 f"available: {sorted(available)}.")
+            chosen = [(n, m) for n, m in available.items() if n in layers]
+        if not chosen:
+            raise ValueError("the model has no trainable nn.Linear layer to record.")
+        seen: dict[int, str] = {}
+        for name, mod in chosen:
+            if id(mod.weight) in seen:
+                raise DualFormError(f"modules {seen[id(mod.weight)]!r} and {name!r} share one weight; call the "
+                                    "same module twice instead (every use of a module is recorded).")
+            seen[id(mod.weight)] = name
+        return chosen
+
+    def _param_groups(self, optimizer: torch.optim.Optimizer) -> dict[str, int]:
+        index = {id(p): gi for gi, g in enumerate(optimizer.param_groups) for p in g["params"]}
+        missing = [n for n, p in self._params.items() if id(p) not in index]
+        if missing:
+            raise DualFormError(f"parameters {missing} are trained by no optimizer param group; add them to "
+                                "the optimizer or pass layers=[...] without their modules.")
+        return {n: index[id(p)] for n, p in self._params.items()}
+
+    def _check_resume_compatible(self) -> None:
+        stored = [(s.name, s.d_key, s.d_value) for s in sorted(self.store.layers.values(), key=lambda s: s.index)]
+        here = [(s.name, s.d_key, s.d_value) for s in self.specs]
+        if stored != here or self.store.keys_only != self.keys_only:
+            raise StoreError(f"cannot resume: the store records {stored} (keys_only={self.store.keys_only}), "
+                             f"this model/recorder has {here} (keys_only={self.keys_only}).")
+
+    def _attach(self) -> None:
+        for (name, mod), spec in zip(self._modules, self.specs):
+            self._handles.append(mod.register_forward_hook(self._forward_hook(spec)))
+        if not self.keys_only:
+            for pname, p in self._params.items():
+                self._handles.append(p.register_post_accumulate_grad_hook(self._grad_hook(pname)))
+        self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
+        self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
+
+    # ------------------------------------------------------------------ batch metadata
+    def set_batch(self, example_ids: torch.Tensor | np.ndarray | list[int], labels: Any = None,
+                  task: int = 0) -> None:
+        """Metadata of the next forward pass(es) of this step.
+
+        Args:
+            example_ids: ``(B,)`` dataset indices of the batch (batch-first inputs).
+            labels: ``(B,)`` or ``(B, P)`` labels (P = rows per example, e.g. per-token targets); -1 if None.
+            task: task / dataset id of the whole batch.
+        """
+        ids = torch.as_tensor(example_ids, dtype=torch.int64).reshape(-1)           # (B,)
+        lab = (torch.full_like(ids, -1) if labels is None
+               else torch.as_tensor(labels).detach().to("cpu", torch.int64).reshape(ids.numel(), -1))  # (B, P)
+        self._batch = (ids.cpu(), lab, int(task))
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Forward passes inside this block are not recorded (e.g. evaluation with gradients on)."""
+        self._paused, old = True, self._paused
+        try:
+            yield
+        finally:
+            self._paused = old
+
+    # ------------------------------------------------------------------ hooks
+    def _meta_for(self, n_rows: int, use: int) -> torch.Tensor:
+        """``(n_rows, 6)`` metadata for a batch-first input flattened to ``n_rows`` rows."""
+        ids, labels, task = self._batch if self._batch is not None else (None, None, 0)
+        meta = torch.empty(n_rows, len(META_COLUMNS), dtype=torch.int64)
+        meta[:, 0] = self.step
+        meta[:, 3] = task
+        meta[:, 4] = use
+        if ids is None:
+            meta[:, 1], meta[:, 2], meta[:, 5] = -1, -1, torch.arange(n_rows)
+            return meta
+        B = ids.numel()
+        if n_rows % B:
+            raise DualFormError(f"a recorded layer saw {n_rows} rows for a batch of {B} examples; inputs must "
+                                "be batch-first (B, ..., d) so that every row belongs to one example.")
+        per = n_rows // B
+        meta[:, 1] = ids.repeat_interleave(per)
+        meta[:, 5] = torch.arange(per).repeat(B)
+        if labels.shape[1] == per:
+            meta[:, 2] = labels.reshape(-1)
+        elif labels.shape[1] == 1:
+            meta[:, 2] = labels[:, 0].repeat_interleave(per)
+        else:
+            raise DualFormError(f"labels have {labels.shape[1]} entries per example but the layer sees {per} rows "
+                                "per example; give one label per example or one per row.")
+        return meta
+
+    def _forward_hook(self, spec: LayerSpec):
+        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+            if self._paused or not torch.is_grad_enabled() or not module.training:
+                return
+            keys = args[0].detach().reshape(-1, spec.d_key)                          # (n, d_key)
+            use = _Use(keys=keys, meta=self._meta_for(keys.shape[0], len(self._uses[spec.name])))
+            self._uses[spec.name].append(use)
+            if not self.keys_only and output.requires_grad:
+                def grad_hook(grad: torch.Tensor, use: _Use = use) -> None:
+                    use.values = grad.detach().reshape(-1, spec.d_value)             # (n, d_value)
+                output.register_hook(grad_hook)
+        return hook
+
+    def _grad_hook(self, pname: str):
+        def hook(p: torch.Tensor) -> None:
+            self._raw_grads[pname] = p.grad.detach().clone()
+        return hook
+
+    def _clip_factor(self, pname: str, p: torch.Tensor) -> float:
+        """Scalar ``s`` with ``p.grad == s * (autograd gradient)``; errors if no such scalar exists."""
+        raw = self._raw_grads.get(pname)
+        if raw is None:
+            raise DualFormError(f"{pname}.grad was set outside autograd's backward pass; the dual form "
+                                "cannot account for it.")
+        grad = p.grad.detach()
+        if torch.equal(grad, raw):                      # not rescaled (the common case): no arithmetic
+            return 1.0
+        g64, r64 = grad.reshape(-1).double(), raw.reshape(-1).double()
+        rr = float(torch.dot(r64, r64))
+        if rr == 0.0:
+            return 1.0
+        s = float(torch.dot(g64, r64)) / rr
+        resid = float(torch.linalg.vector_norm(g64 - s * r64))
+        if resid > _CLIP_TOL * rr ** 0.5:
+            raise DualFormError(f"{pname}.grad was changed between backward() and step() by more than a scalar "
+                                f"factor (residual {resid / rr ** 0.5:.2e}); only global-norm scaling such as "
+                                "clip_grad_norm_ has an exact dual form (not clip_grad_value_ or noise).")
+        return s
+
+    def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        # Commit before the step rather than after the previous one, so that the checkpoint also
+        # holds the scheduler state as it is at the start of this step (schedulers step after
+        # opt.step()). Nothing of this step is read here: with ``opt.step(closure)`` (Lightning)
+        # forward and backward only run inside step().
+        if len(self._pending.steps) >= self.flush_every:
+            self.flush()
+
+    def _record_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Collect this step's slots and scalars (called after step(): SGD leaves ``.grad`` untouched)."""
+        params: dict[str, list[float] | None] = {}
+        for pname, p in self._params.items():
+            if p.grad is None:
+                params[pname] = None
+            else:
+                scale = 1.0 if self.keys_only else self._clip_factor(pname, p)
+                params[pname] = [self._group_of[pname], scale]
+        record = {"step": self.step, "groups": group_scalars(optimizer), "params": params}
+        for spec in self.specs:
+            uses = [u for u in self._uses[spec.name] if self.keys_only or u.values is not None]
+            if not uses:
+                continue
+            keys = torch.cat([u.keys for u in uses])                                    # (n, d_key)
+            meta = torch.cat([u.meta for u in uses])                                    # (n, 6)
+            values = None if self.keys_only else torch.cat([u.values for u in uses])   # (n, d_value)
+            if self.check_gradients and not self.keys_only:
+                self._check_slots(spec, keys, values)
+            self._pending.slots.setdefault(spec.name, []).append(
+                (keys.float().cpu().numpy(), None if values is None else values.float().cpu().numpy(),
+                 meta.numpy()))
+        self._pending.steps.append(record)
+
+    def _check_slots(self, spec: LayerSpec, keys: torch.Tensor, values: torch.Tensor) -> None:
+        grad = values.double().T @ keys.double()                                        # (d_value, d_key)
+        raw = self._raw_grads[spec.weight].double()
+        err = float((grad - raw).norm() / raw.norm().clamp_min(1e-30))
+        if err > 1e-4:
+            raise DualFormError(f"layer {spec.name}: recorded slots give a weight gradient that differs from "
+                                f"autograd's by {err:.2e} (relative); is the weight also used outside the module?")
+
+    def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._record_step(optimizer)
+        self.step += 1
+        self._uses = {s.name: [] for s in self.specs}
+        self._raw_grads.clear()
+
+    # ------------------------------------------------------------------ commit
+    def flush(self) -> None:
+        """Commit pending steps as one shard per layer, plus a resume checkpoint."""
+        if not self._pending.steps:
+            return
+        slots = {}
+        for name, parts in self._pending.slots.items():
+            slots[name] = (np.concatenate([p[0] for p in parts]),
+                           None if self.keys_only else np.concatenate([p[1] for p in parts]),
+                           np.concatenate([p[2] for p in parts]))
+        state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        state.update({k: obj.state_dict() for k, obj in self.state_objects.items()})
+        self.store.append(self._pending.steps, slots, checkpoint=state)
+        self._pending = _Pending()
+
+    def close(self) -> DualStore:
+        """Flush and detach all hooks; returns the store."""
+        self.flush()
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        return self.store
+
+    def __enter__(self) -> "DualRecorder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

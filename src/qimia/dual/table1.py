@@ -1,0 +1,73 @@
+"""The "Table 1" procedure: does the class that receives most attention match the target / output?
+
+For every test example and every recorded layer (layer 0 = input layer) the per-class total
+of the attention scores over all training slots is computed (streamed); its argmax is
+compared with the target label and with the model's prediction, separately for examples the
+model gets right and wrong. Reported as percentages, mean +- std over seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from qimia.dual.explain import DualExplainer, layer_inputs
+from qimia.dual.store import DualStore
+
+METRICS = ("target_all", "output_all", "target_right", "output_right", "target_wrong", "output_wrong")
+
+
+def table1(model: nn.Module, store: DualStore, x: torch.Tensor, y: torch.Tensor, num_classes: int, *,
+           score: str | None = None, device: str = "cpu", max_block: int = 1 << 24) -> dict[str, dict[str, float]]:
+    """Per layer: % of test examples whose argmax per-class attention equals the target / the output.
+
+    Args:
+        x: ``(M, ...)`` test inputs, ``y``: ``(M,)`` targets.
+
+    Returns:
+        ``{"layer<i>": {metric: percent, "n_right": int, "n_wrong": int, "score": str}}``.
+    """
+    queries, logits = layer_inputs(model, x, store.layer_names)
+    pred = logits.argmax(-1).cpu()
+    right = pred == y
+    out: dict[str, dict[str, float]] = {}
+    for name in store.layer_names:
+        spec = store.layer(name)
+        expl = DualExplainer(store, name, score=score, device=device, max_block=max_block)
+        top = expl.explain(queries[name], k=1, num_classes=num_classes).class_totals.argmax(1)   # (M,)
+        pct = lambda m: float(100.0 * m.float().mean()) if m.numel() else float("nan")  # noqa: E731
+        out[f"layer{spec.index}"] = {
+            "target_all": pct(top == y), "output_all": pct(top == pred),
+            "target_right": pct((top == y)[right]), "output_right": pct((top == pred)[right]),
+            "target_wrong": pct((top == y)[~right]), "output_wrong": pct((top == pred)[~right]),
+            "n_right": int(right.sum()), "n_wrong": int((~right).sum()), "score": expl.score,
+        }
+    return out
+
+
+def aggregate(per_seed: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, list[float]]]:
+    """``{layer: {metric: [mean, std]}}`` over seeds (std with ddof=0 over the seeds given)."""
+    agg: dict[str, dict[str, list[float]]] = {}
+    for layer in per_seed[0]:
+        agg[layer] = {}
+        for m in METRICS + ("n_right", "n_wrong"):
+            v = np.array([r[layer][m] for r in per_seed], dtype=float)
+            agg[layer][m] = [float(np.nanmean(v)), float(np.nanstd(v))]
+    return agg
+
+
+def to_markdown(agg: dict[str, dict[str, list[float]]], n_seeds: int, score: str) -> str:
+    """Markdown table: rows = layers, columns = target/output agreement for all/right/wrong."""
+    label = score + (" (APPROXIMATE: keys only)" if score == "key" else " (exact)")
+    lines = [f"Argmax of per-class total attention vs target / model output, % of test examples, "
+             f"mean +- std over {n_seeds} seed(s); score = {label}.", "",
+             "| layer | =target (all) | =output (all) | =target (model right) | =output (model right) "
+             "| =target (model wrong) | =output (model wrong) | #wrong |",
+             "|---|---|---|---|---|---|---|---|"]
+    for layer, m in agg.items():
+        cells = [f"{m[k][0]:.1f} +- {m[k][1]:.1f}" for k in METRICS]
+        lines.append(f"| {layer} | " + " | ".join(cells) + f" | {m['n_wrong'][0]:.0f} |")
+    return "\n".join(lines) + "\n"

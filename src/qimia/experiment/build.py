@@ -1,0 +1,106 @@
+"""From a composed config to the objects of a run: data module, network, task module, trainer.
+
+    dm = build_datamodule(cfg)                  # cfg.data, seeded with cfg.seed
+    net = build_net(cfg, dm)                    # qimia.models.create_model(cfg.model.name, ...)
+    module = build_task(cfg, net, dm)           # ClassificationModule / LanguageModelModule / ...
+    trainer = build_trainer(cfg, output_dir, callbacks)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from qimia.data.base import SplitDataModule
+from qimia.training import TASKS, TaskModule
+
+
+def build_datamodule(cfg: DictConfig) -> SplitDataModule:
+    """Instantiate ``cfg.data`` with the run's seed (training shuffle only; splits are fixed)."""
+    datamodule = instantiate(cfg.data, seed=cfg.seed)
+    if not hasattr(datamodule, "net_kwargs"):
+        raise TypeError(f"data._target_ {cfg.data._target_!r} is not a qimia data module (no net_kwargs).")
+    return datamodule
+
+
+def model_kwargs(cfg: DictConfig, datamodule: SplitDataModule) -> dict[str, Any]:
+    """``cfg.model`` (minus ``name``), overridden by ``tiny_kwargs`` when ``cfg.tiny``, then by
+    what the data dictates.
+
+    Raises:
+        ValueError: the model config states a data-derived kwarg (``num_classes``, ``in_chans``,
+            ``vocab_size``, ``block_size``) with another value than the data's.
+    """
+    from qimia.models import tiny_kwargs
+
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    assert isinstance(model, dict)
+    name = model.pop("name")
+    from_data = datamodule.net_kwargs
+    for key, value in from_data.items():
+        if key in model and model[key] is not None and model[key] != value:
+            raise ValueError(
+                f"model.{key}={model[key]} but the data gives {key}={value}: drop model.{key}, it is taken from the data."
+            )
+    tiny = tiny_kwargs(name) if cfg.tiny else {}
+    return {**model, **tiny, **from_data}
+
+
+def build_net(cfg: DictConfig, datamodule: SplitDataModule, **overrides: Any) -> nn.Module:
+    """``create_model(cfg.model.name, **model_kwargs(cfg, datamodule), **overrides)``."""
+    from qimia.models import create_model
+
+    return create_model(cfg.model.name, **{**model_kwargs(cfg, datamodule), **overrides})
+
+
+def _scheduler(cfg: DictConfig) -> Any:
+    if cfg.get("scheduler") is None or len(cfg.scheduler) == 0:
+        return None
+    return instantiate(cfg.scheduler)
+
+
+def build_task(cfg: DictConfig, net: nn.Module, datamodule: SplitDataModule) -> TaskModule:
+    """The LightningModule of ``net.task``, with the optimizer and scheduler factories of the config."""
+    task = getattr(net, "task", None)
+    if task not in TASKS:
+        raise ValueError(f"{type(net).__name__}.task is {task!r}; the pipeline trains tasks {sorted(TASKS)}.")
+    optimizer = instantiate(cfg.optimizer)
+    if not callable(optimizer) or not OmegaConf.select(cfg, "optimizer._partial_", default=False):
+        raise ValueError("optimizer must be a partial factory: set optimizer._partial_=true (see conf/optimizer/).")
+    extra = {**getattr(datamodule, "task_kwargs", {}), **OmegaConf.to_container(cfg.task, resolve=True)}
+    return TASKS[task](net=net, optimizer=optimizer, scheduler=_scheduler(cfg), compile=bool(cfg.compile), **extra)
+
+
+def build_loggers(cfg: DictConfig, output_dir: Path) -> list:
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    known = {"csv": CSVLogger, "tensorboard": TensorBoardLogger}
+    unknown = sorted(set(cfg.loggers) - set(known))
+    if unknown:
+        raise ValueError(f"unknown loggers {unknown}; choose among {sorted(known)}.")
+    return [known[name](save_dir=str(output_dir), name="", version=name) for name in cfg.loggers]
+
+
+def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
+    """``cfg.trainer`` with checkpoints under ``output_dir/checkpoints`` and CSV/TensorBoard logs."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    checkpoint = ModelCheckpoint(
+        dirpath=str(output_dir / "checkpoints"),
+        save_last=True,
+        save_top_k=0,
+        every_n_epochs=cfg.checkpoint.every_n_epochs,
+        every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+        save_on_train_epoch_end=True,
+    )
+    return instantiate(
+        cfg.trainer,
+        callbacks=[checkpoint, *callbacks],
+        logger=build_loggers(cfg, output_dir) or False,
+        default_root_dir=str(output_dir),
+    )

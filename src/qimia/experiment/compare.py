@@ -1,0 +1,122 @@
+"""``qimia compare``: the same family with different depth mixers (or QIMIA variants), identical
+data, optimizer and budget, several seeds; a results table, learning curves and depth-attention
+heatmaps.
+
+Every (arm, seed) run is stored as ``<out_dir>/runs/<arm>_seed<k>.json`` together with a
+fingerprint of its config, so an interrupted comparison re-run with the same command skips
+finished runs; results made with another config are never silently mixed in or overwritten.
+Seeds are the outer loop, so the arms of one seed run back to back (fair throughput ratios on a
+shared machine, and a usable partial table if stopped early).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from qimia.experiment.arms import Arm, arms_from_config, match_arms, reference_arm
+from qimia.experiment.build import build_datamodule, model_kwargs
+from qimia.experiment.report import Summary, summarize, write_report
+from qimia.experiment.train import run_training
+
+
+class StaleResultsError(RuntimeError):
+    """``compare.out_dir`` holds results of a different config."""
+
+
+def run_fingerprint(cfg: DictConfig, arm: Arm, seed: int) -> str:
+    """Hash of everything that determines one run's result."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    for key in ("compare", "seeds", "seed", "output_dir", "command", "name"):
+        resolved.pop(key, None)
+    resolved["trainer"].pop("enable_progress_bar", None)
+    payload = json.dumps({"cfg": resolved, "arm": arm.overrides, "seed": seed}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _attention(net: torch.nn.Module, datamodule: Any, batch: int) -> dict[str, list[list[float]]]:
+    """``net.depth_attention`` on the first ``batch`` test inputs, as nested lists."""
+    if not hasattr(net, "depth_attention"):
+        return {}
+    loader = torch.utils.data.DataLoader(datamodule.test_set, batch_size=batch)
+    inputs = next(iter(loader))[0]
+    device = next(net.parameters()).device
+    net.eval()
+    maps = net.depth_attention(inputs.to(device))
+    return {name: m.tolist() for name, m in maps.items()}
+
+
+def compare(cfg: DictConfig) -> Summary:
+    """Run (or resume) the comparison of ``cfg`` and write its report; returns the summary."""
+    if cfg.seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
+    out_dir = Path(cfg.compare.out_dir)
+    runs_dir = out_dir / "runs"
+    arms = arms_from_config(cfg)
+    reference = reference_arm(cfg, arms)
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    base = model_kwargs(cfg, datamodule)
+    match_arms(cfg.model.name, base, arms, reference, match=bool(cfg.compare.match_params))
+    for arm in arms:
+        print(
+            f"[compare] arm {arm.name!r}: {arm.knob}={arm.knob_value}, {arm.params:,} parameters "
+            f"({100 * arm.relative_gap:+.2f}% vs {reference.name!r})"
+        )
+
+    records: list[dict[str, Any]] = []
+    for seed in range(cfg.seeds):
+        for arm in arms:
+            path = runs_dir / f"{arm.name}_seed{seed}.json"
+            run_cfg = cfg.copy()
+            run_cfg.seed = seed
+            fingerprint = run_fingerprint(run_cfg, arm, seed)
+            if path.is_file():
+                record = json.loads(path.read_text())
+                if record.get("fingerprint") != fingerprint:
+                    raise StaleResultsError(
+                        f"{path} was made with a different config (fingerprint {record.get('fingerprint')} != "
+                        f"{fingerprint}). Use another compare.out_dir=..., or delete {runs_dir} to redo the runs."
+                    )
+                print(f"[compare] {arm.name} seed {seed}: done before ({path}), skipped")
+                records.append(record)
+                continue
+            print(f"[compare] {arm.name} seed {seed} ({seed + 1}/{cfg.seeds})")
+            keep: dict[str, Any] = {}
+            result = run_training(
+                run_cfg,
+                output_dir=Path(cfg.compare.run_dir) / arm.name / f"seed{seed}",
+                net_overrides=arm.overrides,
+                keep=keep,
+            )
+            if not keep["trainer"].is_global_zero:
+                continue
+            record = {
+                "arm": arm.name,
+                "seed": seed,
+                "fingerprint": fingerprint,
+                "arm_overrides": arm.overrides,
+                "knob": arm.knob,
+                "knob_value": arm.knob_value,
+                "target_params": arm.target,
+                **result.to_dict(),
+                "attention": _attention(keep["net"], keep["datamodule"], cfg.compare.attention_batch),
+            }
+            runs_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(record, indent=1))
+            tmp.replace(path)  # atomic: a killed run leaves no half-written record
+            records.append(record)
+
+    summary = summarize(records, [a.name for a in arms], reference.name)
+    write_report(summary, records, out_dir, title=cfg.name, command=cfg.command)
+    print(summary.markdown())
+    print(f"[compare] wrote {out_dir}/results.md, results.csv, runs.csv, learning_curves.png, depth_attention.png")
+    return summary

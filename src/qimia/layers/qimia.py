@@ -1,0 +1,311 @@
+"""QIMIA: Query Integrated Memory Interfacing Attention.
+
+Instead of a residual stream ``x_l = x_{l-1} + f_l(x_{l-1})``, every block writes a key and a
+value into a *depth memory* and reads its input by softmax attention over all earlier slots
+with a learned query:
+
+    v_0 = x,                          k_0 = phi_0(v_0)
+    input_l = sum_{i<l} softmax_i(q_l . k_i / sqrt(d_k)) v_i        (l = 1 .. L)
+    v_l = f_l(input_l),               k_l = phi_l(v_l)
+    output  = sum_{i<=L} softmax_i(q_out . k_i / sqrt(d_k)) v_i
+
+``phi_l`` is a per-slot key projection and ``q_l`` a learned query per reader.
+
+Granularity:
+    * ``"layer"``: one key per slot and sample, from the values mean-pooled over positions;
+      one softmax over depth per sample (and head). ``causal=True`` pools with a running mean
+      over a sequence instead, so position ``t`` never sees later tokens (causal LMs).
+    * ``"component"``: one key per position (token or pixel); a separate softmax over depth at
+      every position.
+
+Heads split the value's ``D`` features into ``heads`` groups of ``D / heads``; each head has
+its own queries and keys (``d_k`` each) and mixes its own feature group.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qimia.layers.depth_output import DepthMemory, DepthOutput
+from qimia.layers.feature_layout import FeatureLayout, same_shape_or_raise
+from qimia.layers.norm import RMSNorm
+from qimia.layers.slot_memory import SLOT_MEMORIES
+
+Granularity = Literal["layer", "component"]
+
+
+class QIMIA(nn.Module):
+    """Depth-memory container around any list of shape-preserving blocks.
+
+    Args:
+        blocks: modules ``f_l`` mapping a tensor to a tensor of the same shape. The same module
+            may appear several times (weight sharing across depth, see :meth:`shared`).
+        dim: number of features ``D`` of the blocks' tensors.
+        key_dim: ``d_k``, size of each head's keys and queries (default: ``D / heads``).
+        heads: number of heads; must divide ``dim``.
+        granularity: ``"layer"`` (one key per sample) or ``"component"`` (one key per position).
+        feature_dim: feature axis of the blocks' tensors: ``-1`` for ``(B, T, D)``, ``1`` for
+            ``(B, C, H, W)``.
+        causal: with ``granularity="layer"`` on ``(B, T, D)`` sequences, pool keys with a running
+            mean so no position reads information from later tokens.
+        key_projection: ``"linear"`` (a bias-free ``D -> heads * d_k`` map per slot) or ``"none"``
+            (keys are the value's head features themselves; needs ``key_dim == D / heads``).
+        key_norm: RMS-normalise every key (no learned gain), which bounds the logits by ``|q|``.
+        query_init_std: standard deviation of the queries at initialisation; ``0`` gives uniform
+            averaging over earlier slots at the start of training.
+        readout: attend over all slots with a final query to produce the output; if ``False`` the
+            output is the last block's value ``v_L``.
+        fused: use ``F.scaled_dot_product_attention`` for the reads (default: when available);
+            ``False`` keeps the readable softmax-and-matmul reference path.
+        memory: ``"preallocated"`` writes each slot once into memory allocated up front (saved
+            activations linear in depth); ``"stacked"`` is the readable reference. Under
+            ``torch.compile`` the stacked form is always used.
+        detach_external: cut gradients to an external memory passed to :meth:`forward`
+            (transfer from a frozen base network).
+
+    Example:
+        >>> blocks = [nn.Sequential(nn.LayerNorm(32), nn.Linear(32, 32)) for _ in range(4)]
+        >>> net = QIMIA(blocks, dim=32, heads=2)
+        >>> out = net(torch.randn(8, 10, 32))
+        >>> out.output.shape, len(out.values), out.attention.shape
+        (torch.Size([8, 10, 32]), 5, torch.Size([5, 8, 2, 5]))
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[nn.Module],
+        dim: int,
+        *,
+        key_dim: int | None = None,
+        heads: int = 1,
+        granularity: Granularity = "layer",
+        feature_dim: int = -1,
+        causal: bool = False,
+        key_projection: Literal["linear", "none"] = "linear",
+        key_norm: bool = False,
+        query_init_std: float = 0.02,
+        readout: bool = True,
+        fused: bool | None = None,
+        memory: Literal["preallocated", "stacked"] = "preallocated",
+        detach_external: bool = True,
+    ) -> None:
+        super().__init__()
+        if len(blocks) == 0:
+            raise ValueError("QIMIA needs at least one block.")
+        if granularity not in ("layer", "component"):
+            raise ValueError(f"granularity must be 'layer' or 'component', got {granularity!r}.")
+        if key_projection not in ("linear", "none"):
+            raise ValueError(f"key_projection must be 'linear' or 'none', got {key_projection!r}.")
+        if memory not in SLOT_MEMORIES:
+            raise ValueError(f"memory must be one of {sorted(SLOT_MEMORIES)}, got {memory!r}.")
+        if causal and granularity != "layer":
+            raise ValueError("causal=True only changes layer-wise pooling; component-wise keys are already causal.")
+        if query_init_std < 0:
+            raise ValueError(f"query_init_std must be >= 0, got {query_init_std}.")
+        self.layout = FeatureLayout(dim, heads, feature_dim)
+        head_dim = dim // heads
+        key_dim = head_dim if key_dim is None else key_dim
+        if key_dim <= 0:
+            raise ValueError(f"key_dim must be positive, got {key_dim}.")
+        if key_projection == "none" and key_dim != head_dim:
+            raise ValueError(
+                f"key_projection='none' uses the values as keys, so key_dim must equal dim / heads = "
+                f"{head_dim}; got key_dim={key_dim}. Drop key_dim or use key_projection='linear'."
+            )
+
+        self.blocks = nn.ModuleList(blocks)
+        self.dim, self.heads, self.key_dim = dim, heads, key_dim
+        self.granularity, self.causal, self.readout = granularity, causal, readout
+        num_slots = len(blocks) + 1
+        num_readers = len(blocks) + int(readout)
+        # One learned query per reader: blocks 1..L, then the readout.  (R, H, d_k)
+        self.queries = nn.Parameter(torch.randn(num_readers, heads, key_dim) * query_init_std)
+        self.key_projections = (
+            nn.ModuleList(nn.Linear(dim, heads * key_dim, bias=False) for _ in range(num_slots))
+            if key_projection == "linear"
+            else None
+        )
+        self.key_norm = RMSNorm(key_dim, affine=False) if key_norm else None
+        self.scale = 1.0 / math.sqrt(key_dim)
+        # Chosen once: the fused kernel, or the readable reference it is tested against.
+        self.fused = hasattr(F, "scaled_dot_product_attention") if fused is None else fused
+        self.memory_kind = memory
+        self.detach_external = detach_external
+        # Values are read per position (component, causal layer) or per sample (layer).
+        self.per_position = granularity == "component" or causal
+
+    @classmethod
+    def shared(cls, block: nn.Module, depth: int, dim: int, **kwargs) -> QIMIA:
+        """Apply one ``block`` ``depth`` times, with its own query and key projection per depth."""
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}.")
+        return cls([block] * depth, dim, **kwargs)
+
+    @classmethod
+    def attention_residuals(cls, blocks: Sequence[nn.Module], dim: int, **kwargs) -> QIMIA:
+        """The "attention residuals" preset: component-wise, one head, keys = RMSNorm(values)
+        with no projection, zero-initialised queries (uniform averaging at the start)."""
+        preset = dict(
+            granularity="component", heads=1, key_projection="none", key_norm=True, query_init_std=0.0
+        )
+        clash = sorted(set(preset) & set(kwargs))
+        if clash:
+            raise TypeError(f"attention_residuals fixes {clash}; build QIMIA(...) directly to change them.")
+        return cls(blocks, dim, **preset, **kwargs)
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    # ------------------------------------------------------------------ keys and values
+    def _key(self, value: Tensor, slot: int) -> Tensor:
+        """Key of one slot: ``(B, H, d_k)`` per sample, or ``(B, *P, H, d_k)`` per position."""
+        if self.granularity == "component":
+            z = self.layout.features_last(value)  # (B, *P, D)
+        elif self.causal:
+            z = self.layout.causal_pooled(value)  # (B, T, D)
+        else:
+            z = self.layout.pooled(value)  # (B, D)
+        if self.key_projections is not None:
+            z = self.key_projections[slot](z)  # (..., H * d_k)
+        key = z.unflatten(-1, (self.heads, self.key_dim))  # (..., H, d_k)
+        return key if self.key_norm is None else self.key_norm(key)
+
+    def _to_memory(self, value: Tensor) -> Tensor:
+        """Native value -> the item written in memory: ``(B, *P, H, D_h)`` or ``(B, H, *P, D_h)``."""
+        return self.layout.to_component(value) if self.per_position else self.layout.to_layer(value)
+
+    def _from_memory(self, item: Tensor, ndim: int) -> Tensor:
+        if self.per_position:
+            return self.layout.from_component(item, ndim)
+        return self.layout.from_layer(item, ndim)
+
+    # ------------------------------------------------------------------ one read
+    def _weights(self, query: Tensor, keys: Tensor) -> Tensor:
+        """``softmax_i(q . k_i / sqrt(d_k))``: query ``(H, d_k)``, keys ``(*G, S, d_k)`` -> ``(*G, S)``."""
+        logits = (keys @ query.unsqueeze(-1)).squeeze(-1) * self.scale  # (*G, S)
+        return logits.softmax(-1)
+
+    def _read(self, reader: int, keys: Tensor, values: Tensor, attention: Tensor | None) -> Tensor:
+        """Attend with reader ``reader``'s query over ``keys (*G, S, d_k)``, ``values (*G, S, *I)``.
+
+        Returns the mixed item ``(*G, *I)``.
+        """
+        query = self.queries[reader]  # (H, d_k)
+        group = keys.shape[:-2]
+        item_shape = values.shape[len(group) + 1 :]
+        flat_values = values.flatten(len(group) + 1)  # (*G, S, F)
+        if self.fused:
+            q = query.unsqueeze(-2).expand(*group, 1, self.key_dim)  # (*G, 1, d_k)
+            mixed = F.scaled_dot_product_attention(
+                q.flatten(0, -4), keys.flatten(0, -4), flat_values.flatten(0, -4)
+            )  # (G', H, 1, F)
+            mixed = mixed.view(*group, -1)  # (*G, F)
+            if attention is not None:
+                with torch.no_grad():
+                    attention[reader, ..., : keys.shape[-2]] = self._weights(query, keys)
+        else:
+            weights = self._weights(query, keys)  # (*G, S)
+            mixed = (weights.unsqueeze(-2).to(flat_values.dtype) @ flat_values).squeeze(-2)  # (*G, F)
+            if attention is not None:
+                attention[reader, ..., : keys.shape[-2]] = weights.detach()
+        return mixed.unflatten(-1, item_shape)  # (*G, *I)
+
+    # ------------------------------------------------------------------ forward
+    def _check_external(self, external: DepthMemory, x: Tensor) -> DepthMemory:
+        keys, values = external
+        if len(keys) != len(values) or not values:
+            raise ValueError(
+                f"external memory needs one key per value and at least one slot; got {len(keys)} keys "
+                f"and {len(values)} values. Pass `other_output.memory` from another QIMIA."
+            )
+        for i, value in enumerate(values):
+            if value.shape != x.shape:
+                raise ValueError(
+                    f"external value {i} has shape {tuple(value.shape)} but the input has shape "
+                    f"{tuple(x.shape)}: the base network's blocks must work at this container's shape."
+                )
+        if self.detach_external:
+            keys, values = [k.detach() for k in keys], [v.detach() for v in values]
+        return DepthMemory(list(keys), list(values))
+
+    def forward(
+        self, x: Tensor, external: DepthMemory | None = None, *, return_attention: bool = True
+    ) -> DepthOutput:
+        """Run the blocks over the depth memory.
+
+        Args:
+            x: embedded input in the blocks' layout, e.g. ``(B, T, D)`` or ``(B, C, H, W)``.
+            external: extra ``(keys, values)`` slots that every reader attends to before this
+                network's own slots (e.g. ``base(x).memory`` of a frozen base network). Keys must
+                match this container's key shape.
+            return_attention: record every reader's weights in the output.
+
+        Returns:
+            :class:`DepthOutput` with ``output`` (shape of ``x``), this network's ``L+1`` keys and
+            values, and ``attention`` ``(R, *G, S)`` over ``S = E + L + 1`` slots (external first).
+        """
+        self.layout.check(x, "input x")
+        ext = self._check_external(external, x) if external is not None else DepthMemory([], [])
+        num_slots = len(ext.values) + self.depth + 1
+        batch, positions = x.shape[0], self.layout.positions(x)
+        if self.per_position:
+            group = (batch, *positions, self.heads)
+            value_item: tuple[int, ...] = (self.dim // self.heads,)
+        else:
+            group = (batch, self.heads)
+            value_item = (*positions, self.dim // self.heads)
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        kind = "stacked" if torch.compiler.is_compiling() else self.memory_kind
+        key_memory = SLOT_MEMORIES[kind](group, (self.key_dim,), num_slots, x, dtype)
+        value_memory = SLOT_MEMORIES[kind](group, value_item, num_slots, x, dtype)
+        num_readers = self.queries.shape[0]
+        attention = x.new_zeros(num_readers, *group, num_slots, dtype=torch.float32) if return_attention else None
+
+        for i, (key, value) in enumerate(zip(*ext)):
+            if key.shape != (*group, self.key_dim):
+                raise ValueError(
+                    f"external key {i} has shape {tuple(key.shape)}, expected {(*group, self.key_dim)}: "
+                    "the base network needs the same heads, key_dim and granularity."
+                )
+            key_memory.write(key)
+            value_memory.write(self._to_memory(value))
+
+        keys: list[Tensor] = []
+        values: list[Tensor] = []
+
+        def write(value: Tensor) -> None:
+            key = self._key(value, len(values))
+            key_memory.write(key)
+            value_memory.write(self._to_memory(value))
+            keys.append(key)
+            values.append(value)
+
+        write(x)
+        for layer, block in enumerate(self.blocks):
+            visible = len(ext.values) + layer + 1
+            mixed = self._read(layer, key_memory.prefix(visible), value_memory.prefix(visible), attention)
+            block_input = self._from_memory(mixed, x.dim())
+            value = block(block_input)
+            same_shape_or_raise(block_input.shape, value.shape, f"block {layer + 1} ({type(block).__name__})")
+            write(value)
+
+        if self.readout:
+            mixed = self._read(self.depth, key_memory.prefix(num_slots), value_memory.prefix(num_slots), attention)
+            output = self._from_memory(mixed, x.dim())
+        else:
+            output = values[-1]
+        return DepthOutput(output, keys, values, attention)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, depth={self.depth}, heads={self.heads}, key_dim={self.key_dim}, "
+            f"granularity={self.granularity!r}, causal={self.causal}, fused={self.fused}, "
+            f"memory={self.memory_kind!r}"
+        )

@@ -1,0 +1,55 @@
+"""Read the depth attention out of any model: ``depth_attention(model, x)``.
+
+Walks ``model.named_modules()`` for depth-mixing containers that record attention (QIMIA and
+DenseFormer's :class:`~qimia.layers.DepthWeightedAverage`), forces ``return_attention=True`` on
+them with forward pre-hooks, runs one forward pass under ``no_grad`` and averages each recorded
+``(R, *G, S)`` map over its group axes ``G`` (batch, positions, heads) into ``(R, S)``: row ``r``
+is how much reader ``r`` (block ``r+1``, the last row the readout) attends to slot ``s``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import Tensor, nn
+
+from qimia.layers import QIMIA, DepthWeightedAverage
+
+ATTENTION_CONTAINERS = (QIMIA, DepthWeightedAverage)
+
+
+def depth_attention(model: nn.Module, *inputs: Tensor) -> dict[str, Tensor]:
+    """``{container name: (R, S) attention}`` for one forward pass of ``model(*inputs)``.
+
+    Residual models have no such container and return ``{}``. A container called several times
+    in one pass (weight sharing across calls) gets the mean over its calls.
+    """
+    containers = {name: m for name, m in model.named_modules() if isinstance(m, ATTENTION_CONTAINERS)}
+    if not containers:
+        return {}
+    recorded: dict[str, list[Tensor]] = defaultdict(list)
+
+    def force_attention(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return args, {**kwargs, "return_attention": True}
+
+    def make_recorder(name: str):
+        def record(module: nn.Module, args: tuple, output) -> None:
+            attention = output.attention  # (R, *G, S)
+            if attention.dim() > 2:
+                attention = attention.flatten(1, -2).mean(1)  # (R, S)
+            recorded[name].append(attention.float().cpu())
+
+        return record
+
+    handles = []
+    for name, module in containers.items():
+        handles.append(module.register_forward_pre_hook(force_attention, with_kwargs=True))
+        handles.append(module.register_forward_hook(make_recorder(name)))
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: torch.stack(maps).mean(0) for name, maps in recorded.items()}

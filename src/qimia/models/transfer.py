@@ -1,0 +1,326 @@
+"""Transfer learning by reading a (frozen) base network's whole depth: ``qimia_transfer_head``,
+and the standard recipes it is compared with, ``transfer_head`` and ``linear_probe``.
+
+    features  f_1 .. f_N = the base's per-block outputs on x           # (B, C_i, H_i, W_i) or (B, T, D_i)
+    memory    v_i = W_i pool(f_i),  k_i = K_i v_i                      # (B, dim), (B, heads, d_k)
+    head      u_0 = v_N (last-layer features)
+              u   = mixer([MLP_1, ..., MLP_depth])(u_0, external=(k_1..k_N, v_1..v_N)).output
+    logits    = W_out LayerNorm(u)                                     # (B, num_classes)
+
+* ``qimia_transfer_head`` (``mixer="qimia"``): every head block and the readout attend over all
+  of the base's blocks (the external slots) and the head's own slots.
+* ``transfer_head`` (``mixer="residual"``): the standard recipe, last-layer features + a small
+  residual MLP head of the same size; ``linear_probe``: last-layer features + one linear layer.
+* Fine-tuning is any of them with ``freeze_base=False`` (the base then trains with the head).
+
+The base is any registry model (``base="qimia_resnet20"``, ``base_kwargs``, ``base_checkpoint``:
+a ``state_dict`` file or a Lightning checkpoint) or a torchvision model
+(``base="torchvision:resnet50"``, ``base_checkpoint`` = its weights file, e.g. downloaded
+pretrained weights). :class:`FeatureMemory` taps the base with forward hooks: by default every
+slot of every depth-mixing container (registry models) or every block ``layerK.J`` (torchvision
+ResNets); ``layers=[...]`` names other modules.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from qimia.layers import QIMIA, DepthMemory, DepthOutput, DepthWeightedAverage, ResidualStack, RMSNorm
+from qimia.models.base import RegistryModel
+from qimia.models.mixing import build_mixer, check_mixer, is_qimia
+from qimia.models.registry import create_model, register_model
+
+CONTAINERS = (QIMIA, ResidualStack, DepthWeightedAverage)
+
+
+def default_layers(base: nn.Module) -> list[str]:
+    """Modules to tap: the depth-mixing containers, else torchvision's ResNet blocks ``layerK.J``."""
+    containers = [name for name, m in base.named_modules() if isinstance(m, CONTAINERS)]
+    if containers:
+        return containers
+    blocks = [name for name, _ in base.named_modules() if re.fullmatch(r"layer\d+\.\d+", name)]
+    if blocks:
+        return blocks
+    raise ValueError(
+        f"cannot find the blocks of {type(base).__name__}: pass layers=[module names] (see base.named_modules())."
+    )
+
+
+def _as_features(output: Any) -> list[Tensor]:
+    """A tapped module's output as feature tensors: all slots of a container, else the tensor."""
+    if isinstance(output, DepthOutput):
+        return list(output.values)
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    if not isinstance(output, Tensor):
+        raise TypeError(f"a tapped layer returned {type(output).__name__}; tap modules that return tensors.")
+    return [output]
+
+
+def pool_features(f: Tensor) -> Tensor:
+    """``(B, C, H, W)`` -> ``(B, C)`` by spatial mean; ``(B, T, D)`` -> ``(B, D)`` by mean over T; ``(B, D)`` kept."""
+    if f.dim() == 4:
+        return f.mean((2, 3))
+    if f.dim() == 3:
+        return f.mean(1)
+    if f.dim() == 2:
+        return f
+    raise ValueError(f"cannot pool a feature of shape {tuple(f.shape)}.")
+
+
+class FeatureTap:
+    """Collects the outputs of ``layers`` of ``base`` during one forward pass (forward hooks)."""
+
+    def __init__(self, base: nn.Module, layers: Sequence[str]) -> None:
+        modules = dict(base.named_modules())
+        missing = [name for name in layers if name not in modules]
+        if missing:
+            raise ValueError(f"the base has no modules {missing}; see base.named_modules().")
+        self.base, self.layers = base, list(layers)
+        self._features: list[list[Tensor]] = [[] for _ in layers]
+        for i, name in enumerate(layers):
+            modules[name].register_forward_hook(self._recorder(i))
+
+    def _recorder(self, i: int):
+        def record(module: nn.Module, args: tuple, output: Any) -> None:
+            self._features[i] = _as_features(output)
+
+        return record
+
+    def __call__(self, x: Tensor) -> list[Tensor]:
+        """Run the base on ``x``; its tapped per-block features in depth order."""
+        self._features = [[] for _ in self.layers]
+        self.base(x)
+        return [f for group in self._features for f in group]
+
+
+class FeatureMemory(nn.Module):
+    """Projects ``N`` pooled base features into a QIMIA memory of ``dim``-vectors.
+
+    Args:
+        channels: feature sizes ``C_i`` of the ``N`` tapped features.
+        dim: head width ``D``.
+        heads, key_dim: the head container's key layout.
+        all_slots: project every feature (QIMIA heads); else only the last one.
+        learned_keys: keys ``K_i v_i`` (QIMIA); else ``RMSNorm(v_i)`` (the attention-residuals preset).
+    """
+
+    def __init__(
+        self, channels: Sequence[int], dim: int, *, heads: int, key_dim: int, all_slots: bool, learned_keys: bool = True
+    ) -> None:
+        super().__init__()
+        used = list(channels) if all_slots else [channels[-1]]
+        self.values = nn.ModuleList(nn.Sequential(nn.LayerNorm(c), nn.Linear(c, dim)) for c in used)
+        self.keys = None
+        if all_slots and learned_keys:
+            self.keys = nn.ModuleList(nn.Linear(dim, heads * key_dim, bias=False) for _ in used)
+        self.key_norm = RMSNorm(key_dim, affine=False) if all_slots and not learned_keys else None
+        self.heads, self.key_dim = heads, key_dim
+
+    def forward(self, features: Sequence[Tensor]) -> tuple[Tensor, DepthMemory | None]:
+        """Features -> (last-layer vector ``(B, D)``, memory of all ``N`` slots or ``None``)."""
+        all_slots = len(self.values) > 1 or self.keys is not None or self.key_norm is not None
+        used = features if all_slots else features[-1:]
+        values = [proj(pool_features(f)) for proj, f in zip(self.values, used)]  # N x (B, D)
+        if not all_slots:
+            return values[-1], None
+        if self.keys is not None:
+            keys = [k(v).unflatten(-1, (self.heads, self.key_dim)) for k, v in zip(self.keys, values)]  # (B, H, d_k)
+        else:  # the attention-residuals preset: keys = RMSNorm(values)
+            keys = [self.key_norm(v.unflatten(-1, (self.heads, self.key_dim))) for v in values]  # (B, 1, D)
+        return values[-1], DepthMemory(keys, values)
+
+
+class MLPBranch(nn.Module):
+    """``W_2 GELU(W_1 LayerNorm(u))``: ``(B, D) -> (B, D)``."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, dim))
+
+    def forward(self, u: Tensor) -> Tensor:
+        return self.net(u)
+
+
+class TransferHead(RegistryModel):
+    """A head on a base network's features: ``(base input) -> (B, num_classes)``.
+
+    Args:
+        base: the base network (its parameters are frozen when ``freeze_base``).
+        example_input: one input of the base, used once to find the tapped feature sizes.
+        num_classes: classes of the new task.
+        dim: head width ``D``; ``depth``: number of head blocks (``0``: a linear probe).
+        mixer: the head's depth mixer; QIMIA-based mixers read the base's whole depth.
+        layers: base modules to tap (default :func:`default_layers`).
+        freeze_base: keep the base fixed (no gradients, BatchNorm statistics in eval mode).
+    """
+
+    task = "classification"
+    width_knob = "dim"
+
+    def __init__(
+        self,
+        base: nn.Module,
+        example_input: Tensor,
+        *,
+        num_classes: int,
+        dim: int = 128,
+        depth: int = 2,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.0,
+        mixer: str = "qimia",
+        qimia_heads: int = 1,
+        key_dim: int | None = 16,
+        layers: Sequence[str] | None = None,
+        freeze_base: bool = True,
+    ) -> None:
+        super().__init__()
+        check_mixer(mixer)
+        if depth < 0:
+            raise ValueError(f"depth must be >= 0, got {depth}.")
+        if depth == 0 and mixer != "residual":
+            raise ValueError(f"depth=0 is a linear probe with no depth mixing; mixer must be 'residual', got {mixer!r}.")
+        self.base, self.freeze_base = base, freeze_base
+        self.width_multiple = qimia_heads if mixer == "qimia" else 1
+        self.tap = FeatureTap(base, layers if layers is not None else default_layers(base))
+        was_training = base.training
+        base.eval()
+        with torch.no_grad():
+            channels = [pool_features(f).shape[-1] for f in self.tap(example_input[:1])]
+        base.train(was_training)
+        self._example = example_input[:1].detach().clone()
+        self.num_features = len(channels)
+        reads_memory = is_qimia(mixer) and depth > 0
+        heads = 1 if mixer == "attnres" else qimia_heads
+        kd = dim // heads if mixer == "attnres" or key_dim is None else key_dim
+        self.memory = FeatureMemory(channels, dim, heads=heads, key_dim=kd, all_slots=reads_memory,
+                                    learned_keys=mixer != "attnres")
+        self.mixer = None
+        if depth > 0:
+            blocks = [MLPBranch(dim, int(mlp_ratio * dim), dropout) for _ in range(depth)]
+            structural = {"detach_external": False} if reads_memory else {}
+            self.mixer = build_mixer(mixer, blocks, dim, feature_dim=-1, granularity="layer",
+                                     qimia_heads=qimia_heads, key_dim=key_dim, **structural)
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, num_classes)
+        if freeze_base:
+            base.requires_grad_(False)
+            base.eval()
+
+    def train(self, mode: bool = True) -> TransferHead:
+        super().train(mode)
+        if self.freeze_base:
+            self.base.eval()  # frozen BatchNorm statistics
+        return self
+
+    def base_features(self, x: Tensor) -> list[Tensor]:
+        """The base's tapped features on ``x`` (computed without autograd when frozen)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_base):
+            return self.tap(x)
+
+    def classify(self, features: Sequence[Tensor]) -> Tensor:
+        """Tapped base features -> logits ``(B, num_classes)``."""
+        if len(features) != self.num_features:
+            raise ValueError(f"expected {self.num_features} base features, got {len(features)}.")
+        u, memory = self.memory(features)  # (B, D)
+        if self.mixer is not None:
+            kwargs = {"external": memory} if memory is not None else {}
+            u = self.mixer(u, return_attention=False, **kwargs).output  # (B, D)
+        return self.fc(self.norm(u))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: the base's input -> logits ``(B, num_classes)``."""
+        return self.classify(self.base_features(x))
+
+    def example_input(self, batch_size: int = 2) -> Tensor:
+        example = self._example.to(self.fc.weight.device)
+        if example.is_floating_point():
+            return torch.randn(batch_size, *example.shape[1:], device=example.device, dtype=example.dtype)
+        return example.expand(batch_size, *example.shape[1:]).clone()
+
+
+# ---------------------------------------------------------------------------------- building the base
+def _load_state_dict(path: str) -> dict[str, Tensor]:
+    """A ``state_dict`` file, or a (Lightning) checkpoint holding one under ``"state_dict"``."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict.")
+    return obj
+
+
+def _strip_prefix(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Drop a wrapper prefix (e.g. Lightning's ``model.``) so the keys fit ``model``."""
+    ours = set(model.state_dict())
+    for key in state:
+        if key in ours:
+            return state
+        for i in range(key.count(".")):
+            prefix = ".".join(key.split(".")[: i + 1]) + "."
+            if key[len(prefix):] in ours:
+                return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def build_base(base: str | nn.Module, base_kwargs: dict | None, base_checkpoint: str | None,
+               in_chans: int, image_size: int) -> tuple[nn.Module, Tensor]:
+    """The base network and one example input for it."""
+    if isinstance(base, nn.Module):
+        model = base
+    elif base.startswith("torchvision:"):
+        import torchvision
+
+        model = torchvision.models.get_model(base.split(":", 1)[1], weights=None, **(base_kwargs or {}))
+    else:
+        model = create_model(base, **(base_kwargs or {}))
+    if base_checkpoint is not None:
+        state = _strip_prefix(_load_state_dict(base_checkpoint), model)
+        model.load_state_dict(state)
+    if isinstance(model, RegistryModel):
+        example = model.example_input(1)
+    else:
+        example = torch.zeros(1, in_chans, image_size, image_size)
+    return model, example
+
+
+TINY_TRANSFER = dict(base_kwargs={"width": 4}, dim=16, key_dim=4)
+
+
+@register_model("qimia_transfer_head", tiny=TINY_TRANSFER, defaults=dict(mixer="qimia"))
+@register_model("transfer_head", tiny=TINY_TRANSFER)
+@register_model("linear_probe", tiny=TINY_TRANSFER, defaults=dict(depth=0))
+def transfer_head(
+    *,
+    base: str | nn.Module = "qimia_resnet20",
+    base_kwargs: dict | None = None,
+    base_checkpoint: str | None = None,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    image_size: int = 32,
+    dim: int = 128,
+    depth: int = 2,
+    mlp_ratio: float = 2.0,
+    dropout: float = 0.0,
+    mixer: str = "residual",
+    qimia_heads: int = 1,
+    key_dim: int | None = 16,
+    layers: Sequence[str] | None = None,
+    freeze_base: bool = True,
+) -> TransferHead:
+    """A head on ``base`` (registry name, ``"torchvision:<name>"`` or a module); see the module docstring.
+
+    ``in_chans`` and ``image_size`` only shape the probe input of a torchvision base.
+    """
+    model, example = build_base(base, base_kwargs, base_checkpoint, in_chans, image_size)
+    return TransferHead(
+        model, example, num_classes=num_classes, dim=dim, depth=depth, mlp_ratio=mlp_ratio, dropout=dropout,
+        mixer=mixer, qimia_heads=qimia_heads, key_dim=key_dim, layers=layers, freeze_base=freeze_base,
+    )

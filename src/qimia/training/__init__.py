@@ -1,0 +1,18 @@
+"""Lightning glue around pure ``nn.Module`` networks: task modules, callbacks, schedules."""
+
+from qimia.training.base import TaskModule
+from qimia.training.callbacks import MetricHistory, RNGState, Throughput
+from qimia.training.schedulers import warmup_cosine
+from qimia.training.tasks import TASKS, ClassificationModule, DenoisingModule, LanguageModelModule
+
+__all__ = [
+    "TASKS",
+    "ClassificationModule",
+    "DenoisingModule",
+    "LanguageModelModule",
+    "MetricHistory",
+    "RNGState",
+    "TaskModule",
+    "Throughput",
+    "warmup_cosine",
+]

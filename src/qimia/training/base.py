@@ -1,0 +1,86 @@
+"""The one LightningModule all tasks share: a pure ``nn.Module`` plus a loss, metrics and the
+optimizer/scheduler factories from the config.
+
+Tasks (classification, language modelling, denoising) subclass it and only say how a batch
+becomes a loss and which metrics to log; the network stays a plain ``nn.Module`` from
+:func:`qimia.models.create_model`, usable without Lightning.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+def _wants_total_steps(factory: Callable[..., Any]) -> bool:
+    """Whether a (partial) scheduler factory takes ``total_steps`` and has not been given it."""
+    fixed = getattr(factory, "keywords", {}) or {}
+    target = getattr(factory, "func", factory)
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+    return "total_steps" in params and "total_steps" not in fixed
+
+
+class TaskModule(L.LightningModule):
+    """Shared training loop glue.
+
+    Args:
+        net: the network (kept out of the saved hyper-parameters).
+        optimizer: ``params -> Optimizer`` (a Hydra ``_partial_`` such as ``torch.optim.AdamW``).
+        scheduler: ``optimizer -> LRScheduler`` or ``None``; stepped every optimizer step.
+        compile: wrap ``net`` in ``torch.compile`` for training and evaluation.
+    """
+
+    #: name of the metric compared across models (logged as ``test/<monitor>``) and its direction
+    monitor: str = "loss"
+    monitor_mode: str = "min"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"], logger=False)
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.compiled = compile
+        self._forward: Callable[[Tensor], Tensor] = torch.compile(net) if compile else net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._forward(x)
+
+    # subclasses: a batch -> (loss, {metric name: value}) for one stage
+    def step(self, batch: Any, stage: str) -> Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self.step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.net.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        if _wants_total_steps(self.scheduler_factory):
+            scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        else:
+            scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,97 @@
+"""Callbacks: training throughput, metric history (learning curves), resumable RNG state."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def batch_items(batch: Any, unit: str) -> int:
+    """Items in a batch: samples (``"samples"``) or input tokens (``"tokens"``)."""
+    inputs: Tensor = batch[0]
+    return int(inputs.numel()) if unit == "tokens" else int(inputs.shape[0])
+
+
+class Throughput(L.Callback):
+    """Items per second of the optimisation steps (forward, backward, update; data loading
+    excluded), measured after ``warmup`` steps.
+
+    Args:
+        unit: ``"samples"`` (images) or ``"tokens"`` (language models).
+        warmup: first steps excluded (allocations, compilation).
+    """
+
+    def __init__(self, unit: str = "samples", warmup: int = 5) -> None:
+        if unit not in ("samples", "tokens"):
+            raise ValueError(f"unit must be 'samples' or 'tokens', got {unit!r}.")
+        self.unit, self.warmup = unit, warmup
+        self.items, self.seconds, self.steps = 0, 0.0, 0
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        elapsed = time.perf_counter() - self._start
+        self.steps += 1
+        if self.steps > self.warmup:
+            self.items += batch_items(batch, self.unit) * trainer.world_size
+            self.seconds += elapsed
+
+    @property
+    def per_second(self) -> float:
+        """Measured items per second (NaN before ``warmup`` steps have passed)."""
+        return self.items / self.seconds if self.seconds > 0 else float("nan")
+
+
+class MetricHistory(L.Callback):
+    """Every validation epoch's metrics (``val/...``) and every logged training loss, with the
+    global step: the learning curves of ``qimia compare``."""
+
+    def __init__(self) -> None:
+        self.val: list[dict[str, float]] = []
+        self.train: list[dict[str, float]] = []
+
+    @staticmethod
+    def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+        return {k: float(v) for k, v in metrics.items() if k.startswith(prefix) and torch.as_tensor(v).numel() == 1}
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self.val.append({"step": trainer.global_step, "epoch": trainer.current_epoch})
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self.val:
+            return
+        self.val[-1].update(self._scalars(trainer.callback_metrics, "val/"))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            self.train.append({"step": trainer.global_step, "loss": float(loss)})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"val": self.val, "train": self.train}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.val, self.train = list(state_dict["val"]), list(state_dict["train"])
+
+
+class RNGState(L.Callback):
+    """Save the Python, NumPy and torch RNG states in every checkpoint and restore them on
+    resume, so dropout and augmentation draw the same numbers as in an uninterrupted run."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        random.setstate(state_dict["python"])
+        np.random.set_state(state_dict["numpy"])
+        torch.set_rng_state(state_dict["torch"])

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import torch
+
+from qimia.attention.universal import DeepTransformer, DeepTransformerConfig, UniversalTransformer, UTConfig, ponder_loss
+
+
+def ut(**kw):
+    torch.manual_seed(0)
+    return UniversalTransformer(UTConfig(vocab=7, d_model=16, num_heads=2, d_ff=32, **kw))
+
+
+def test_halting_weights_sum_to_one_and_ponder_cost_is_n_plus_r():
+    model = ut(max_steps=6)
+    with torch.no_grad():
+        model.halting.weight.normal_(0, 0.5)  # varied halting across positions
+    src = torch.randint(0, 7, (4, 9))
+    _, info = model(src)
+    torch.testing.assert_close(info.halting_weights.sum(0), torch.ones(4, 9))
+    torch.testing.assert_close(info.ponder_cost, info.steps + info.remainders)
+    assert torch.all((info.remainders > 0) & (info.remainders <= 1))
+    # N is the first step whose cumulative halting probability passes 1 - eps (or the last step)
+    lam = info.halting_weights  # (S, B, T)
+    n = info.steps.long()
+    assert torch.all(lam[n.clamp(max=lam.shape[0]) - 1 == torch.arange(lam.shape[0])[:, None, None]] >= 0)
+    after = torch.arange(lam.shape[0])[:, None, None] >= n[None]
+    assert torch.all(lam[after] == 0)
+
+
+def test_act_equations_by_hand():
+    # constant halting probability p = sigmoid(b) with zero weights: with b=1, p=0.731
+    model = ut(max_steps=5)
+    with torch.no_grad():
+        model.halting.weight.zero_()
+    _, info = model(torch.randint(0, 7, (2, 3)))
+    p = torch.sigmoid(torch.tensor(1.0))
+    # step 1: cum = p < 0.99; step 2: cum + p >= 0.99 -> halts at N=2 with R = 1 - p
+    assert torch.all(info.steps == 2)
+    torch.testing.assert_close(info.remainders, torch.full((2, 3), 1 - p.item()))
+    torch.testing.assert_close(info.halting_weights[:, 0, 0], torch.stack([p, 1 - p]))
+    torch.testing.assert_close(ponder_loss(info, tau=0.1), 0.1 * (2 + 1 - p))
+
+
+def test_halting_bias_initialised_as_in_the_papers():
+    assert ut().halting.bias.item() == 1.0
+
+
+def test_output_is_halting_weighted_sum_of_states():
+    model = ut(max_steps=4)
+    src = torch.randint(0, 7, (2, 5))
+    states = []
+    handle = model.block.register_forward_hook(lambda m, i, o: states.append(o))
+    _, info = model(src)
+    handle.remove()
+    y = sum(info.halting_weights[t].unsqueeze(-1) * s for t, s in enumerate(states))
+    captured = []
+    handle = model.head.register_forward_hook(lambda m, i, o: captured.append(i[0]))
+    model(src)
+    handle.remove()
+    torch.testing.assert_close(captured[0], y)
+
+
+def test_tied_weights_are_one_module():
+    model = ut(max_steps=4)
+    blocks = [m for m in model.modules() if m.__class__.__name__ == "EncoderLayer"]
+    assert len(blocks) == 1
+    calls = []
+    model.block.register_forward_hook(lambda *a: calls.append(1))
+    model.config.act = False
+    model(torch.randint(0, 7, (1, 3)))
+    assert len(calls) == 4  # one module, applied max_steps times
+    deep = DeepTransformer(DeepTransformerConfig(vocab=7, d_model=16, num_heads=2, d_ff=32, layers=4))
+    n_block = sum(p.numel() for p in model.block.parameters())
+    assert sum(p.numel() for p in deep.layers.parameters()) == 4 * n_block
+
+
+def test_ponder_cost_gradient_reaches_halting_unit():
+    model = ut(max_steps=4)
+    _, info = model(torch.randint(0, 7, (2, 5)))
+    ponder_loss(info, 0.01).backward()
+    assert model.halting.weight.grad.abs().sum() > 0
