@@ -124,12 +124,13 @@ def test_layer_and_component_agree_with_a_single_component():
     torch.testing.assert_close(a.attention, b.attention.squeeze(2), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("granularity", GRANULARITIES)
 @pytest.mark.parametrize("feature_dim, shape", [(-1, (2, 6, 16)), (1, (2, 16, 4, 3))])
-def test_fused_and_reference_paths_agree(granularity, feature_dim, shape):
-    """SDPA and the plain softmax-matmul path: outputs and gradients within 1e-5 (fp32)."""
+def test_fused_and_reference_paths_agree(feature_dim, shape):
+    """Layer-wise reads: SDPA and the plain softmax-matmul path agree within 1e-5 (fp32),
+    outputs and gradients. (Per-position reads have no SDPA path; the weighted-sum test
+    above checks them against an independent reference.)"""
     blocks = token_blocks(4, 16) if feature_dim == -1 else conv_blocks(4, 16)
-    fused = QIMIA(blocks, 16, granularity=granularity, heads=4, feature_dim=feature_dim, fused=True)
+    fused = QIMIA(blocks, 16, granularity="layer", heads=4, feature_dim=feature_dim, fused=True)
     reference = copy.deepcopy(fused)
     reference.fused = False
     x = torch.randn(shape)
@@ -332,3 +333,22 @@ def test_images_conv_blocks_forward_backward():
     assert out.output.shape == x.shape and out.attention.shape == (4, 2, 2, 4)
     out.output.sum().backward()
     assert x.grad is not None
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_image_reads_are_the_attention_weighted_sum_of_values(granularity):
+    net = QIMIA(conv_blocks(3, 8), 8, granularity=granularity, feature_dim=1, heads=2, key_dim=3)
+    inputs = record_block_inputs(net)
+    out = net(torch.randn(2, 8, 5, 4))
+    as_tokens = [v.flatten(2).transpose(1, 2) for v in out.values]  # (B, HW, C)
+    per_position = granularity == "component"
+
+    def check(read: torch.Tensor, weights: torch.Tensor) -> None:
+        if per_position:
+            weights = weights.flatten(1, 2)  # (B, H, W, heads, S) -> (B, HW, heads, S)
+        expected = expected_read(weights, as_tokens, 2, per_position)  # (B, HW, C)
+        torch.testing.assert_close(read.flatten(2).transpose(1, 2), expected)
+
+    for layer in range(1, net.depth + 1):
+        check(inputs[layer - 1], out.attention[layer - 1][..., :layer])
+    check(out.output, out.attention[-1])

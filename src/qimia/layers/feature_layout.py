@@ -82,6 +82,23 @@ class FeatureLayout:
         """``(B, heads, *P, D_h)`` -> native layout."""
         return self.from_component(y.movedim(1, -2), native_ndim)
 
+    def split(self, x: Tensor) -> Tensor:
+        """Native -> native with the feature axis split in place into ``(heads, D_h)`` (a view)."""
+        return x.unflatten(self.feature_dim % x.dim(), (self.heads, self.head_dim))
+
+    def merge(self, y: Tensor) -> Tensor:
+        """Inverse of :meth:`split`."""
+        axis = self.feature_dim % (y.dim() - 1)
+        return y.flatten(axis, axis + 1)
+
+    def weights_onto_split(self, weights: Tensor, native_ndim: int) -> Tensor:
+        """Per-position head weights ``(S, B, *P, heads)`` -> broadcastable onto ``(S, *split)``.
+
+        The heads axis moves to where the features were and a singleton stands for ``D_h``.
+        """
+        axis = 1 + self.feature_dim % native_ndim  # heads axis in (S, *split)
+        return weights.movedim(-1, axis).unsqueeze(axis + 1)
+
     def pooled(self, x: Tensor) -> Tensor:
         """Mean over the positions: native -> ``(B, D)``."""
         y = self.features_last(x)  # (B, *P, D)

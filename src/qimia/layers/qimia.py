@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qimia.layers.depth_output import DepthMemory, DepthOutput
+from qimia.layers.depth_reads import PositionReads, SampleReads
 from qimia.layers.feature_layout import FeatureLayout, same_shape_or_raise
 from qimia.layers.norm import RMSNorm
 from qimia.layers.slot_memory import SLOT_MEMORIES
@@ -61,8 +62,10 @@ class QIMIA(nn.Module):
             averaging over earlier slots at the start of training.
         readout: attend over all slots with a final query to produce the output; if ``False`` the
             output is the last block's value ``v_L``.
-        fused: use ``F.scaled_dot_product_attention`` for the reads (default: when available);
-            ``False`` keeps the readable softmax-and-matmul reference path.
+        fused: read layer-wise memory with ``F.scaled_dot_product_attention`` (default: when
+            available); ``False`` keeps the readable softmax-and-matmul reference path. Per-position
+            reads are element-wise mixtures with precomputed logits, where SDPA does not apply
+            (see :mod:`qimia.layers.depth_reads`).
         memory: ``"preallocated"`` writes each slot once into memory allocated up front (saved
             activations linear in depth); ``"stacked"`` is the readable reference. Under
             ``torch.compile`` the stacked form is always used.
@@ -177,46 +180,6 @@ class QIMIA(nn.Module):
         key = z.unflatten(-1, (self.heads, self.key_dim))  # (..., H, d_k)
         return key if self.key_norm is None else self.key_norm(key)
 
-    def _to_memory(self, value: Tensor) -> Tensor:
-        """Native value -> the item written in memory: ``(B, *P, H, D_h)`` or ``(B, H, *P, D_h)``."""
-        return self.layout.to_component(value) if self.per_position else self.layout.to_layer(value)
-
-    def _from_memory(self, item: Tensor, ndim: int) -> Tensor:
-        if self.per_position:
-            return self.layout.from_component(item, ndim)
-        return self.layout.from_layer(item, ndim)
-
-    # ------------------------------------------------------------------ one read
-    def _weights(self, query: Tensor, keys: Tensor) -> Tensor:
-        """``softmax_i(q . k_i / sqrt(d_k))``: query ``(H, d_k)``, keys ``(*G, S, d_k)`` -> ``(*G, S)``."""
-        logits = (keys @ query.unsqueeze(-1)).squeeze(-1) * self.scale  # (*G, S)
-        return logits.softmax(-1)
-
-    def _read(self, reader: int, keys: Tensor, values: Tensor, attention: Tensor | None) -> Tensor:
-        """Attend with reader ``reader``'s query over ``keys (*G, S, d_k)``, ``values (*G, S, *I)``.
-
-        Returns the mixed item ``(*G, *I)``.
-        """
-        query = self.queries[reader]  # (H, d_k)
-        group = keys.shape[:-2]
-        item_shape = values.shape[len(group) + 1 :]
-        flat_values = values.flatten(len(group) + 1)  # (*G, S, F)
-        if self.fused:
-            q = query.unsqueeze(-2).expand(*group, 1, self.key_dim)  # (*G, 1, d_k)
-            mixed = F.scaled_dot_product_attention(
-                q.flatten(0, -4), keys.flatten(0, -4), flat_values.flatten(0, -4)
-            )  # (G', H, 1, F)
-            mixed = mixed.view(*group, -1)  # (*G, F)
-            if attention is not None:
-                with torch.no_grad():
-                    attention[reader, ..., : keys.shape[-2]] = self._weights(query, keys)
-        else:
-            weights = self._weights(query, keys)  # (*G, S)
-            mixed = (weights.unsqueeze(-2).to(flat_values.dtype) @ flat_values).squeeze(-2)  # (*G, F)
-            if attention is not None:
-                attention[reader, ..., : keys.shape[-2]] = weights.detach()
-        return mixed.unflatten(-1, item_shape)  # (*G, *I)
-
     # ------------------------------------------------------------------ forward
     def _check_external(self, external: DepthMemory, x: Tensor) -> DepthMemory:
         keys, values = external
@@ -254,53 +217,48 @@ class QIMIA(nn.Module):
         self.layout.check(x, "input x")
         ext = self._check_external(external, x) if external is not None else DepthMemory([], [])
         num_slots = len(ext.values) + self.depth + 1
-        batch, positions = x.shape[0], self.layout.positions(x)
-        if self.per_position:
-            group = (batch, *positions, self.heads)
-            value_item: tuple[int, ...] = (self.dim // self.heads,)
-        else:
-            group = (batch, self.heads)
-            value_item = (*positions, self.dim // self.heads)
-        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        autocast = torch.is_autocast_enabled(x.device.type)
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast else x.dtype
         kind = "stacked" if torch.compiler.is_compiling() else self.memory_kind
-        key_memory = SLOT_MEMORIES[kind](group, (self.key_dim,), num_slots, x, dtype)
-        value_memory = SLOT_MEMORIES[kind](group, value_item, num_slots, x, dtype)
-        num_readers = self.queries.shape[0]
-        attention = x.new_zeros(num_readers, *group, num_slots, dtype=torch.float32) if return_attention else None
+        if self.per_position:
+            memory = PositionReads(self.layout, self.queries, self.scale, x, num_slots, dtype, kind)
+        else:
+            memory = SampleReads(self.layout, self.queries, self.scale, self.fused, x, num_slots, dtype, kind)
+        attention: Tensor | None = None
+
+        def read(reader: int, count: int) -> Tensor:
+            nonlocal attention
+            mixed, weights = memory.read(reader, count)
+            if return_attention:
+                if attention is None:  # (R, *G, S)
+                    attention = weights.new_zeros(self.queries.shape[0], *weights.shape[:-1], num_slots)
+                attention[reader, ..., :count] = weights.detach()
+            return mixed
 
         for i, (key, value) in enumerate(zip(*ext)):
-            if key.shape != (*group, self.key_dim):
+            if key.shape != memory.key_shape:
                 raise ValueError(
-                    f"external key {i} has shape {tuple(key.shape)}, expected {(*group, self.key_dim)}: "
+                    f"external key {i} has shape {tuple(key.shape)}, expected {tuple(memory.key_shape)}: "
                     "the base network needs the same heads, key_dim and granularity."
                 )
-            key_memory.write(key)
-            value_memory.write(self._to_memory(value))
+            memory.write(key, value)
 
         keys: list[Tensor] = []
         values: list[Tensor] = []
 
         def write(value: Tensor) -> None:
             key = self._key(value, len(values))
-            key_memory.write(key)
-            value_memory.write(self._to_memory(value))
+            memory.write(key, value)
             keys.append(key)
             values.append(value)
 
         write(x)
         for layer, block in enumerate(self.blocks):
-            visible = len(ext.values) + layer + 1
-            mixed = self._read(layer, key_memory.prefix(visible), value_memory.prefix(visible), attention)
-            block_input = self._from_memory(mixed, x.dim())
+            block_input = read(layer, len(ext.values) + layer + 1)
             value = block(block_input)
             same_shape_or_raise(block_input.shape, value.shape, f"block {layer + 1} ({type(block).__name__})")
             write(value)
-
-        if self.readout:
-            mixed = self._read(self.depth, key_memory.prefix(num_slots), value_memory.prefix(num_slots), attention)
-            output = self._from_memory(mixed, x.dim())
-        else:
-            output = values[-1]
+        output = read(self.depth, num_slots) if self.readout else values[-1]
         return DepthOutput(output, keys, values, attention)
 
     def extra_repr(self) -> str:
