@@ -103,3 +103,9 @@ def test_ram_trains_on_digits_above_chance(tmp_path):
                                     glimpses=4, progress=False, out=str(tmp_path),
                                     resume=str(tmp_path / "checkpoint.pt")))
     assert [c["epoch"] for c in res2["curve"]] == [1, 2, 3, 4, 5]
+
+
+def test_ram_runs_on_translated_digits(tmp_path):
+    res = train_ram(RAMTrainConfig(data="digits", translated=True, canvas=16, epochs=1, train_limit=64, patch=4,
+                                   scales=3, hidden=16, glimpses=3, progress=False, out=str(tmp_path)))
+    assert 0.0 <= res["test_error"] <= 1.0 and res["curve"][0]["epoch"] == 1

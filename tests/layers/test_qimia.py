@@ -259,14 +259,18 @@ def test_attention_residuals_preset_starts_as_uniform_average():
         torch.testing.assert_close(row, torch.full_like(row, 1.0 / (reader + 1)))
 
 
-def test_bf16_autocast_runs_and_stays_close():
-    net = make("component", heads=2)
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_runs_and_stays_close(granularity, dtype):
+    net = make(granularity, heads=2)
     x = torch.randn(2, 5, 16)
     reference = net(x).output
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         out = net(x)
-    assert out.output.dtype == torch.bfloat16
+        out.output.float().sum().backward()
+    assert out.output.dtype == dtype
     torch.testing.assert_close(out.output.float(), reference, rtol=5e-2, atol=5e-2)
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())
 
 
 def test_torch_compile_matches_eager():

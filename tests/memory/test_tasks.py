@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from qimia.memory.tasks import (
-    AssociativeRecallTask, CopyTask, PrioritySortTask, RepeatCopyTask, make_task, sequence_metrics,
+    AssociativeRecallTask, CopyTask, NGramTask, PrioritySortTask, RepeatCopyTask, make_task, sequence_metrics,
 )
 
 
@@ -72,3 +72,17 @@ def test_make_task_rejects_unknown():
         make_task("sortt")
     with pytest.raises(ValueError, match="bad arguments"):
         make_task("copy", widht=3)
+
+
+def test_ngram_encoding_and_bayes_optimal_reference():
+    task = NGramTask(order=3)
+    b = task.sample(4, 50, gen())
+    assert b.inputs.shape == (4, 50, 1) and b.targets.shape == (4, 50, 1)
+    torch.testing.assert_close(b.targets[:, :-1], b.inputs[:, 1:])  # target is the next bit
+    assert torch.all(b.mask[:, :1] == 0) and torch.all(b.mask[:, 1:] == 1)
+    # the Bayes-optimal predictor beats a fair coin (1 bit per scored step) on long sequences
+    opt = task.optimal_bits(64, 400, gen(1))
+    assert opt < 0.9 * 399
+    # and a predictor that knows nothing scores exactly 1 bit per scored step
+    m = sequence_metrics(torch.zeros(4, 50, 1), b.targets, b.mask)
+    assert m.bits_per_sequence.item() == pytest.approx(49.0)

@@ -17,11 +17,12 @@ def small(tmp_path, **kw):
 
 
 @pytest.mark.parametrize("model,task", [("ntm", "copy"), ("dnc", "associative_recall"), ("lstm", "repeat_copy"),
-                                        ("ntm", "priority_sort")])
+                                        ("ntm", "priority_sort"), ("lstm", "ngrams")])
 def test_train_runs_and_writes_artefacts(tmp_path, model, task):
-    max_len = 6 if task == "priority_sort" else 3
-    h = train(small(tmp_path, model=model, task=task, min_len=2, max_len=max_len, eval_lengths=[4]))
-    assert len(h["eval"]) == 2 and "4" in h["generalisation"]
+    max_len = {"priority_sort": 6, "ngrams": 10}.get(task, 3)
+    h = train(small(tmp_path, model=model, task=task, min_len=max_len - 1, max_len=max_len, eval_lengths=[max_len + 1]))
+    assert len(h["eval"]) == 2 and str(max_len + 1) in h["generalisation"]
+    assert ("optimal_bits" in h) == (task == "ngrams")
     for name in ("checkpoint.pt", "curve.png", "history.json"):
         assert (tmp_path / "run" / name).exists()
 

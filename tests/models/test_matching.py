@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 import qimia.models as qm
 from qimia.params import count_parameters
 
@@ -31,3 +33,18 @@ def test_matched_pair_counts_only_trainable_parameters_of_transfer_heads():
     pair = qm.matched_pair("transfer_head", "qimia_transfer_head", **kwargs)
     assert pair.candidate_params == count_parameters(pair.candidate, trainable_only=True)
     assert abs(pair.relative_gap) < 0.1
+
+
+PAIRS = [
+    ("resnet20", "qimia_resnet20", {}),
+    ("transformer_lm", "qimia_transformer_lm", dict(vocab_size=64, block_size=32, dim=128, depth=4, heads=4)),
+    ("shared_transformer_lm", "shared_qimia_transformer_lm", dict(vocab_size=64, block_size=32, dim=128, depth=4, heads=4)),
+    ("unet_denoiser", "qimia_unet_denoiser", {}),
+    ("transfer_head", "qimia_transfer_head", dict(base_kwargs={"width": 4}, dim=64)),
+]
+
+
+@pytest.mark.parametrize("reference, candidate, kwargs", PAIRS, ids=[p[1] for p in PAIRS])
+def test_registered_pairs_match_within_two_percent(reference, candidate, kwargs):
+    pair = qm.matched_pair(reference, candidate, **kwargs)
+    assert abs(pair.relative_gap) < 0.02, str(pair)

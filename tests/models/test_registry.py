@@ -123,3 +123,13 @@ def test_tiny_kwargs_is_a_fresh_copy():
     kwargs = qm.tiny_kwargs("resnet20")
     kwargs["width"] = 999
     assert qm.tiny_kwargs("resnet20")["width"] != 999
+
+
+def test_depth_attention_leaves_the_model_unchanged():
+    model = tiny("qimia_resnet20").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.depth_attention(model.example_input(4))
+    assert model.training
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], msg=k)
+    assert not model.stages[0].mixer._forward_hooks and not model.stages[0].mixer._forward_pre_hooks

@@ -79,6 +79,26 @@ def test_bad_configuration_is_a_clear_error():
     with pytest.raises(ValueError, match="linear probe"):
         qm.create_model("transfer_head", **TINY, mixer="qimia", depth=0)
     with pytest.raises(ValueError, match="no modules"):
-        qm.create_model("transfer_head", **TINY, layers=["nope"])
-    with pytest.raises(ValueError, match="layers="):
+        qm.create_model("transfer_head", **TINY, tap_layers=["nope"])
+    with pytest.raises(ValueError, match="tap_layers="):
         TransferHead(torch.nn.Linear(3, 3), torch.zeros(1, 3), num_classes=2)
+
+
+def test_the_base_stays_usable_alone_and_copies_tap_their_own_base():
+    import copy
+
+    model = qm.create_model("qimia_transfer_head", **TINY).eval()
+    x = model.example_input(2)
+    assert model.base(x).shape == (2, 10)  # no hook left behind
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), model(x))
+        for p in twin.base.parameters():
+            p.add_(0.1)
+        assert not torch.allclose(twin(x), model(x))
+
+
+def test_in_chans_reaches_a_registry_base():
+    model = qm.create_model("qimia_transfer_head", **TINY, in_chans=1)
+    assert model.base.in_chans == 1
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)

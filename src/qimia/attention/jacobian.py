@@ -25,7 +25,9 @@ def _jacobian_vmap(model: nn.Module, x: Tensor) -> Tensor:
     def single(xi: Tensor) -> Tensor:
         return model(xi.unsqueeze(0)).squeeze(0)
 
-    return torch.func.vmap(torch.func.jacrev(single))(x)
+    with warnings.catch_warnings():  # e.g. "not yet implemented the batching rule for aten::mkldnn_rnn_layer"
+        warnings.filterwarnings("ignore", message=".*batching rule.*")
+        return torch.func.vmap(torch.func.jacrev(single))(x)
 
 
 def _jacobian_loop(model: nn.Module, x: Tensor) -> Tensor:

@@ -84,5 +84,5 @@ def run_jacobian(cfg: JacobianConfig) -> dict:
         t = cfg.seq_len - 1
         result = {"kind": "rnn", "final_mse": loss.item(), "argmax_input_for_last_output": int(heat[t].argmax()),
                   "expected": t - cfg.lag, "plot": str(out / "sequential_jacobian.png")}
-    (out / "jacobian.json").write_text(json.dumps(result, indent=1))
+    (out / f"jacobian_{cfg.kind}.json").write_text(json.dumps(result, indent=1))
     return result

@@ -1,13 +1,13 @@
 """Train the Recurrent Attention Model on MNIST (28x28), translated MNIST (60x60) or sklearn digits.
 
     qimia memory ram data=mnist epochs=2 glimpses=6
-    qimia memory ram data=translated canvas=60 patch=12 scales=3 epochs=2
+    qimia memory ram data=mnist translated=true canvas=60 patch=12 scales=3 epochs=2
 
 ``data=mnist`` reads ``data_path`` (the pickled 50k/10k/10k MNIST; ``/work/shared/data/mnist.pkl.gz``
 by default) and, if it is missing, falls back to ``torchvision.datasets.MNIST(download=True)``.
-``data=translated`` places each digit at a random position of a ``canvas x canvas`` image, a new
-position each epoch (seeded). ``data=digits`` uses ``sklearn.datasets.load_digits`` (8x8, offline;
-for tests). Test error uses the policy mean (no sampling). Checkpoints every epoch;
+``translated=true`` places each digit at a random position of a ``canvas x canvas`` image, a new
+position each epoch (seeded; works with either data set). ``data=digits`` uses
+``sklearn.datasets.load_digits`` (8x8, offline; for tests). Test error uses the policy mean (no sampling). Checkpoints every epoch;
 ``resume=<path>`` continues.
 """
 
@@ -32,8 +32,9 @@ DEFAULT_MNIST = "/work/shared/data/mnist.pkl.gz"
 
 @dataclass
 class RAMTrainConfig:
-    data: str = "mnist"  # mnist | translated | digits
+    data: str = "mnist"  # mnist | digits
     data_path: str = DEFAULT_MNIST
+    translated: bool = False  # place digits at random positions of a canvas x canvas image
     canvas: int = 60
     epochs: int = 1
     batch_size: int = 64
@@ -52,8 +53,8 @@ class RAMTrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.data not in ("mnist", "translated", "digits"):
-            raise ValueError(f"unknown data {self.data!r}; choose mnist, translated or digits")
+        if self.data not in ("mnist", "digits"):
+            raise ValueError(f"unknown data {self.data!r}; choose mnist or digits")
 
 
 def load_data(cfg: RAMTrainConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -101,7 +102,7 @@ def train_ram(cfg: RAMTrainConfig) -> dict:
     if cfg.train_limit:
         xtr, ytr = xtr[: cfg.train_limit], ytr[: cfg.train_limit]
     gen = torch.Generator().manual_seed(cfg.seed)
-    if cfg.data == "translated":
+    if cfg.translated:
         xte = translate_digits(xte, cfg.canvas, torch.Generator().manual_seed(10_000))
     model = RecurrentAttentionModel(RAMConfig(patch=cfg.patch, scales=cfg.scales, hidden=cfg.hidden,
                                               glimpses=cfg.glimpses, std=cfg.std)).to(cfg.device)
@@ -117,7 +118,7 @@ def train_ram(cfg: RAMTrainConfig) -> dict:
         curve, start_epoch = ckpt["curve"], ckpt["epoch"]
     t0 = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
-        xe = translate_digits(xtr, cfg.canvas, gen) if cfg.data == "translated" else xtr
+        xe = translate_digits(xtr, cfg.canvas, gen) if cfg.translated else xtr
         perm = torch.randperm(len(xe), generator=gen)
         bar = tqdm(range(0, len(xe), cfg.batch_size), desc=f"RAM epoch {epoch + 1}/{cfg.epochs}",
                    disable=not cfg.progress)

@@ -6,7 +6,9 @@ per sequence so ACT can spend different numbers of steps):
 * ``reverse``: ``y[i] = x[L - 1 - i]``.
 * ``sort``: ``y`` is ``x`` sorted ascending.
 
-Both models see the same batches (same seed), optimizer and step budget; the loss is
+Models: ``ut_act`` (one tied block, ACT up to ``max_steps``), ``ut`` (the same tied block,
+always ``max_steps`` steps) and ``transformer`` (``layers`` untied layers; more parameters).
+All models see the same batches (same seed), optimizer and step budget; the loss is
 cross-entropy on real positions plus, for ACT, ``tau * mean(rho)``. Reported: token and
 sequence accuracy on fresh data at the training lengths and at longer ones, mean ponder
 steps ``N`` and parameter counts.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -52,7 +54,7 @@ def sample_sequences(task: str, batch: int, min_len: int, max_len: int, vocab: i
 @dataclass
 class UTTrainConfig:
     task: str = "reverse"
-    models: list[str] = None  # type: ignore[assignment]  # default: ["ut_act", "transformer"]
+    models: list[str] = field(default_factory=lambda: ["ut_act", "ut", "transformer"])
     steps: int = 1500
     batch_size: int = 32
     lr: float = 1e-3
@@ -66,14 +68,14 @@ class UTTrainConfig:
     max_steps: int = 6  # UT maximum depth
     layers: int = 6  # fixed-depth transformer layers
     tau: float = 0.01  # ponder cost weight
-    seeds: list[int] = None  # type: ignore[assignment]  # default: [0]
+    seeds: list[int] = field(default_factory=lambda: [0])
     threads: int = 0
     out: str = "runs/memory/ut"
     progress: bool = True
 
     def __post_init__(self) -> None:
-        self.models = self.models or ["ut_act", "transformer"]
-        self.seeds = self.seeds or [0]
+        if not self.models or not self.seeds:
+            raise ValueError("models and seeds must not be empty")
         for m in self.models:
             if m not in ("ut_act", "ut", "transformer"):
                 raise ValueError(f"unknown model {m!r}; choose from ut_act, ut, transformer")

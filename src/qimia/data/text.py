@@ -11,7 +11,6 @@ the module passes ``chars_per_token`` of the evaluation splits to the LightningM
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,7 +246,3 @@ class TextDataModule(SplitDataModule):
         self.train_set, self.val_set, self.test_set = (TokenWindows(s, self.block_size) for s in streams)
         self.chars_per_token = len(corpus.test) / len(streams[2])
 
-
-def bits_per_character(loss_nats_per_token: float, chars_per_token: float) -> float:
-    """``bpc = loss / (ln 2 * chars_per_token)``."""
-    return loss_nats_per_token / (math.log(2) * chars_per_token)

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 # <repo>/../shared/data/mnist.pkl.gz for a source checkout; override with $QIMIA_MNIST
-DEFAULT_MNIST = Path(os.environ.get("QIMIA_MNIST", Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mnist.pkl.gz"))
+DEFAULT_MNIST = Path(os.environ.get(
+    "QIMIA_MNIST", Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mnist.pkl.gz"))
 ImageSplit = tuple[torch.Tensor, torch.Tensor]
 
 

@@ -78,36 +78,60 @@ class DualExplainer:
         self.store, self.spec, self.score = store, store.layer(layer), score
         self.device, self.max_block = torch.device(device), max_block
         self.meta = store.meta(self.spec.name)                                       # (N, 6)
-        if score == "contribution":
-            co = layer_coefficients(store, self.spec.name)
-            self._cw, self._cb = co.c_w.astype(np.float32), co.c_b.astype(np.float32)
 
     @property
     def num_slots(self) -> int:
         return self.meta.shape[0]
 
-    def stream(self, queries: torch.Tensor, keep: Keep = None) -> Iterator[tuple[int, torch.Tensor]]:
-        """Yield ``(offset, scores)`` with ``scores`` ``(M, n)`` for consecutive slot blocks (masked -> 0)."""
+    def stream(self, queries: torch.Tensor, keep: Keep = None,
+               scores: tuple[str, ...] | None = None) -> Iterator[tuple[int, torch.Tensor | dict[str, torch.Tensor]]]:
+        """Yield ``(offset, scores)`` with ``scores`` ``(M, n)`` for consecutive slot blocks (masked -> 0).
+
+        With ``scores=("contribution", "key")`` one pass yields ``{score: (M, n)}`` for several scores
+        (the expensive product ``x_i . x`` is shared).
+        """
         if queries.ndim != 2 or queries.shape[1] != self.spec.d_key:
             raise ValueError(f"queries must have shape (M, {self.spec.d_key}) for layer {self.spec.name}, "
                              f"got {tuple(queries.shape)}.")
+        names = scores or (self.score,)
+        for name in names:
+            if name not in SCORES or (name == "contribution" and self.store.keys_only):
+                raise ValueError(f"score {name!r} is not available here; use one of "
+                                 f"{('key',) if self.store.keys_only else SCORES}.")
+        if "contribution" in names and not hasattr(self, "_cw"):
+            co = layer_coefficients(self.store, self.spec.name)
+            self._cw, self._cb = co.c_w.astype(np.float32), co.c_b.astype(np.float32)
         q = queries.to(self.device, torch.float32)                                   # (M, d_key)
         mask = resolve_keep(self.store, self.spec.name, keep)
-        rows = max(1024, self.max_block // max(1, q.shape[0]))
+        rows = max(1024, self.max_block // max(1, q.shape[0] * len(names)))
         for off, shard, lo, hi in iter_chunks(self.store, self.spec.name, rows):
             X = to_tensor(shard.keys[lo:hi], self.device, torch.float32)             # (n, d_key)
-            s = q @ X.T                                                              # (M, n)  x_i . x
-            if self.score == "contribution":
-                sl = slice(off, off + hi - lo)
-                cw = torch.from_numpy(self._cw[sl]).to(self.device)
-                cb = torch.from_numpy(self._cb[sl]).to(self.device)
-                vn = to_tensor(shard.vnorm[lo:hi], self.device, torch.float32)
-                s = (s * cw + cb).abs_() * vn                                        # ||e_i|| |c_i x_i.x + c^b_i|
-            else:
-                s = s.abs_()
-            if mask is not None:
-                s = s * torch.from_numpy(mask[off:off + hi - lo]).to(self.device, s.dtype)
-            yield off, s
+            dot = q @ X.T                                                            # (M, n)  x_i . x
+            m = None if mask is None else torch.from_numpy(mask[off:off + hi - lo]).to(self.device, dot.dtype)
+            out = {}
+            for name in names:
+                if name == "contribution":
+                    sl = slice(off, off + hi - lo)
+                    cw = torch.from_numpy(self._cw[sl]).to(self.device)
+                    cb = torch.from_numpy(self._cb[sl]).to(self.device)
+                    vn = to_tensor(shard.vnorm[lo:hi], self.device, torch.float32)
+                    sc = (dot * cw + cb).abs_() * vn                                 # ||e_i|| |c_i x_i.x + c^b_i|
+                else:
+                    sc = dot.abs()                                                   # |x_i . x|
+                out[name] = sc if m is None else sc * m
+            yield off, (out if scores else out[self.score])
+
+    def class_totals(self, queries: torch.Tensor, num_classes: int, scores: tuple[str, ...],
+                     keep: Keep = None) -> dict[str, torch.Tensor]:
+        """``{score: (M, C)}`` per-class totals for several scores in one streamed pass."""
+        labels = self.meta[:, LABEL]
+        totals = {s: torch.zeros(queries.shape[0], num_classes, device=self.device) for s in scores}
+        for off, block in self.stream(queries, keep, scores=scores):
+            lab = torch.from_numpy(labels[off:off + next(iter(block.values())).shape[1]]).to(self.device)
+            valid = (lab >= 0) & (lab < num_classes)
+            for name, sc in block.items():
+                totals[name].index_add_(1, lab[valid], sc[:, valid])
+        return {k: v.cpu() for k, v in totals.items()}
 
     def attention(self, queries: torch.Tensor, keep: Keep = None, max_elements: int = 1 << 27) -> torch.Tensor:
         """All ``(M, N)`` scores at once (guarded by ``max_elements``; prefer :meth:`explain`)."""
@@ -189,3 +213,62 @@ def layer_inputs(model: nn.Module, x: torch.Tensor, layers: list[str]) -> tuple[
         for h in handles:
             h.remove()
     return {n: torch.cat(v) for n, v in captured.items()}, out
+
+
+def layer_inputs_and_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                            layers: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Per layer ``(M, d_key)`` inputs and ``(M, d_value)`` per-example test errors ``dL(x_m, y_m)/dy``.
+
+    Uses cross-entropy with ``reduction="sum"`` so that row ``m`` is example ``m``'s own gradient
+    (single-use layers; eval mode, parameters untouched).
+    """
+    inputs: dict[str, torch.Tensor] = {}
+    outputs: dict[str, torch.Tensor] = {}
+
+    def hook(m: nn.Module, a: tuple, o: torch.Tensor, n: str) -> None:
+        inputs[n] = a[0].detach()
+        o.retain_grad()
+        outputs[n] = o
+
+    handles = [model.get_submodule(n).register_forward_hook(lambda m, a, o, n=n: hook(m, a, o, n)) for n in layers]
+    was = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            torch.nn.functional.cross_entropy(model(x), y, reduction="sum").backward(inputs=list(outputs.values()))
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+    return inputs, {n: outputs[n].grad.detach() for n in layers}
+
+
+def example_scores(store: DualStore, layer: str | int, queries: torch.Tensor, test_errors: torch.Tensor,
+                   num_examples: int, *, device: torch.device | str = "cpu", max_block: int = 1 << 24) -> torch.Tensor:
+    r"""``(M, num_examples)`` exact first-order effect of each training example on each test loss.
+
+    Slot ``i`` adds ``e_i (c_i x_i.x + c^b_i)`` to the layer output at test input ``x``; with the test
+    error ``g = dL_test/dy`` its first-order effect on the test loss is ``g . e_i (c_i x_i.x + c^b_i)``.
+    We return ``-`` that, summed over the slots of each training example (positive = the example
+    lowered the test loss). Summed over all examples it equals ``-g . (y - a_W W_0 x - a_b b_0)``
+    exactly: this is the dual form's TracIn-like score, with every step as a "checkpoint".
+    """
+    from qimia.dual.store import EXAMPLE
+
+    spec = store.layer(layer)
+    co = layer_coefficients(store, spec.name)
+    ex_ids = store.meta(spec.name)[:, EXAMPLE]
+    if ex_ids.max(initial=-1) >= num_examples or ex_ids.min(initial=0) < 0:
+        raise ValueError(f"slot example ids span [{ex_ids.min()}, {ex_ids.max()}], outside [0, {num_examples}).")
+    q = queries.to(device, torch.float32)                                             # (M, d_key)
+    g = test_errors.to(device, torch.float32)                                         # (M, d_value)
+    out = torch.zeros(q.shape[0], num_examples, device=device)
+    rows = max(1024, max_block // max(1, q.shape[0]))
+    for off, shard, lo, hi in iter_chunks(store, spec.name, rows):
+        X = to_tensor(shard.keys[lo:hi], device, torch.float32)                      # (n, d_key)
+        E = to_tensor(shard.values[lo:hi], device, torch.float32)                    # (n, d_value)
+        sl = slice(off, off + hi - lo)
+        w = (q @ X.T) * torch.from_numpy(co.c_w[sl]).to(device, torch.float32) \
+            + torch.from_numpy(co.c_b[sl]).to(device, torch.float32)                 # (M, n) attention weights
+        out.index_add_(1, torch.from_numpy(ex_ids[sl]).to(device), -(w * (g @ E.T)))  # (M, n) -> examples
+    return out.cpu()

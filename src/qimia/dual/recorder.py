@@ -123,7 +123,7 @@ class DualRecorder:
             self.store = DualStore.create(path, self.specs, dtype=dtype, keys_only=keys_only, w0=w0,
                                           info=info, overwrite=overwrite)
         self.step = self.store.num_steps
-        self._batch: tuple[torch.Tensor, torch.Tensor, int] | None = None
+        self._batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._uses: dict[str, list[_Use]] = {s.name: [] for s in self.specs}
         self._raw_grads: dict[str, torch.Tensor] = {}
         self._pending = _Pending()
@@ -179,18 +179,20 @@ class DualRecorder:
 
     # ------------------------------------------------------------------ batch metadata
     def set_batch(self, example_ids: torch.Tensor | np.ndarray | list[int], labels: Any = None,
-                  task: int = 0) -> None:
+                  task: int | torch.Tensor = 0) -> None:
         """Metadata of the next forward pass(es) of this step.
 
         Args:
             example_ids: ``(B,)`` dataset indices of the batch (batch-first inputs).
-            labels: ``(B,)`` or ``(B, P)`` labels (P = rows per example, e.g. per-token targets); -1 if None.
-            task: task / dataset id of the whole batch.
+            labels: ``(B,)`` or ``(B, P)`` labels (P = rows per example, e.g. per-token targets; for a
+                cell called once per time step, use ``u`` gets column ``u``); -1 if None.
+            task: task / dataset id of the whole batch, or ``(B,)`` one per example.
         """
         ids = torch.as_tensor(example_ids, dtype=torch.int64).reshape(-1)           # (B,)
         lab = (torch.full_like(ids, -1) if labels is None
                else torch.as_tensor(labels).detach().to("cpu", torch.int64).reshape(ids.numel(), -1))  # (B, P)
-        self._batch = (ids.cpu(), lab, int(task))
+        tasks = torch.as_tensor(task, dtype=torch.int64).cpu().reshape(-1).expand(ids.numel())  # (B,)
+        self._batch = (ids.cpu(), lab, tasks)
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -204,25 +206,27 @@ class DualRecorder:
     # ------------------------------------------------------------------ hooks
     def _meta_for(self, n_rows: int, use: int) -> torch.Tensor:
         """``(n_rows, 6)`` metadata for a batch-first input flattened to ``n_rows`` rows."""
-        ids, labels, task = self._batch if self._batch is not None else (None, None, 0)
         meta = torch.empty(n_rows, len(META_COLUMNS), dtype=torch.int64)
         meta[:, 0] = self.step
-        meta[:, 3] = task
         meta[:, 4] = use
-        if ids is None:
-            meta[:, 1], meta[:, 2], meta[:, 5] = -1, -1, torch.arange(n_rows)
+        if self._batch is None:
+            meta[:, 1], meta[:, 2], meta[:, 3], meta[:, 5] = -1, -1, 0, torch.arange(n_rows)
             return meta
+        ids, labels, tasks = self._batch
         B = ids.numel()
         if n_rows % B:
             raise DualFormError(f"a recorded layer saw {n_rows} rows for a batch of {B} examples; inputs must "
                                 "be batch-first (B, ..., d) so that every row belongs to one example.")
         per = n_rows // B
         meta[:, 1] = ids.repeat_interleave(per)
+        meta[:, 3] = tasks.repeat_interleave(per)
         meta[:, 5] = torch.arange(per).repeat(B)
         if labels.shape[1] == per:
             meta[:, 2] = labels.reshape(-1)
         elif labels.shape[1] == 1:
             meta[:, 2] = labels[:, 0].repeat_interleave(per)
+        elif per == 1:      # a cell called once per time step with per-token labels: use u gets column u
+            meta[:, 2] = labels[:, use] if use < labels.shape[1] else -1
         else:
             raise DualFormError(f"labels have {labels.shape[1]} entries per example but the layer sees {per} rows "
                                 "per example; give one label per example or one per row.")

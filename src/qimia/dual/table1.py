@@ -21,30 +21,33 @@ METRICS = ("target_all", "output_all", "target_right", "output_right", "target_w
 
 
 def table1(model: nn.Module, store: DualStore, x: torch.Tensor, y: torch.Tensor, num_classes: int, *,
-           score: str | None = None, device: str = "cpu", max_block: int = 1 << 24) -> dict[str, dict[str, float]]:
-    """Per layer: % of test examples whose argmax per-class attention equals the target / the output.
+           scores: tuple[str, ...] = ("contribution",), device: str = "cpu",
+           max_block: int = 1 << 24) -> dict[str, dict[str, dict[str, float]]]:
+    """Per score and layer: % of test examples whose argmax per-class attention equals the target / output.
 
     Args:
         x: ``(M, ...)`` test inputs, ``y``: ``(M,)`` targets.
+        scores: attention scores to evaluate (one streamed pass computes all of them).
 
     Returns:
-        ``{"layer<i>": {metric: percent, "n_right": int, "n_wrong": int, "score": str}}``.
+        ``{score: {"layer<i>": {metric: percent, "n_right": int, "n_wrong": int}}}``.
     """
     queries, logits = layer_inputs(model, x, store.layer_names)
     pred = logits.argmax(-1).cpu()
     right = pred == y
-    out: dict[str, dict[str, float]] = {}
+    pct = lambda m: float(100.0 * m.float().mean()) if m.numel() else float("nan")  # noqa: E731
+    out: dict[str, dict[str, dict[str, float]]] = {s: {} for s in scores}
     for name in store.layer_names:
         spec = store.layer(name)
-        expl = DualExplainer(store, name, score=score, device=device, max_block=max_block)
-        top = expl.explain(queries[name], k=1, num_classes=num_classes).class_totals.argmax(1)   # (M,)
-        pct = lambda m: float(100.0 * m.float().mean()) if m.numel() else float("nan")  # noqa: E731
-        out[f"layer{spec.index}"] = {
-            "target_all": pct(top == y), "output_all": pct(top == pred),
-            "target_right": pct((top == y)[right]), "output_right": pct((top == pred)[right]),
-            "target_wrong": pct((top == y)[~right]), "output_wrong": pct((top == pred)[~right]),
-            "n_right": int(right.sum()), "n_wrong": int((~right).sum()), "score": expl.score,
-        }
+        expl = DualExplainer(store, name, score=scores[0], device=device, max_block=max_block)
+        for score, totals in expl.class_totals(queries[name], num_classes, scores).items():
+            top = totals.argmax(1)                                                    # (M,)
+            out[score][f"layer{spec.index}"] = {
+                "target_all": pct(top == y), "output_all": pct(top == pred),
+                "target_right": pct((top == y)[right]), "output_right": pct((top == pred)[right]),
+                "target_wrong": pct((top == y)[~right]), "output_wrong": pct((top == pred)[~right]),
+                "n_right": int(right.sum()), "n_wrong": int((~right).sum()),
+            }
     return out
 
 
@@ -55,7 +58,8 @@ def aggregate(per_seed: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict
         agg[layer] = {}
         for m in METRICS + ("n_right", "n_wrong"):
             v = np.array([r[layer][m] for r in per_seed], dtype=float)
-            agg[layer][m] = [float(np.nanmean(v)), float(np.nanstd(v))]
+            v = v[~np.isnan(v)]            # e.g. no wrong predictions in a seed: that seed has no "wrong" row
+            agg[layer][m] = [float(v.mean()), float(v.std())] if v.size else [float("nan"), float("nan")]
     return agg
 
 

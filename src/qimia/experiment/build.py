@@ -69,9 +69,9 @@ def build_task(cfg: DictConfig, net: nn.Module, datamodule: SplitDataModule) -> 
     task = getattr(net, "task", None)
     if task not in TASKS:
         raise ValueError(f"{type(net).__name__}.task is {task!r}; the pipeline trains tasks {sorted(TASKS)}.")
-    optimizer = instantiate(cfg.optimizer)
-    if not callable(optimizer) or not OmegaConf.select(cfg, "optimizer._partial_", default=False):
+    if not OmegaConf.select(cfg, "optimizer._partial_", default=False):
         raise ValueError("optimizer must be a partial factory: set optimizer._partial_=true (see conf/optimizer/).")
+    optimizer = instantiate(cfg.optimizer)
     extra = {**getattr(datamodule, "task_kwargs", {}), **OmegaConf.to_container(cfg.task, resolve=True)}
     return TASKS[task](net=net, optimizer=optimizer, scheduler=_scheduler(cfg), compile=bool(cfg.compile), **extra)
 
@@ -90,12 +90,13 @@ def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[L.Callback]
     """``cfg.trainer`` with checkpoints under ``output_dir/checkpoints`` and CSV/TensorBoard logs."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    by_steps = cfg.checkpoint.every_n_train_steps
     checkpoint = ModelCheckpoint(
         dirpath=str(output_dir / "checkpoints"),
-        save_last=True,
-        save_top_k=0,
-        every_n_epochs=cfg.checkpoint.every_n_epochs,
-        every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+        save_top_k=1,  # no monitor: the latest checkpoint, "last.ckpt" links to it
+        save_last="link",
+        every_n_epochs=None if by_steps else cfg.checkpoint.every_n_epochs,
+        every_n_train_steps=by_steps,
         save_on_train_epoch_end=True,
     )
     return instantiate(

@@ -73,7 +73,7 @@ def _run(command: str, argv: Sequence[str]) -> int:
             from qimia.experiment.train import run_training
 
             result = run_training(cfg)
-            print(f"[train] {result.params:,} parameters; test: {result.test}; "
+            print(f"[train] {result.params:,} parameters, {result.world_size} process(es); test: {result.test}; "
                   f"throughput {result.throughput:,.0f} {result.unit}/s; outputs in {result.output_dir}")
         else:
             from qimia.experiment.compare import StaleResultsError, compare

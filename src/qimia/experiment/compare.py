@@ -52,8 +52,33 @@ def _attention(net: torch.nn.Module, datamodule: Any, batch: int) -> dict[str, l
     return {name: m.tolist() for name, m in maps.items()}
 
 
-def compare(cfg: DictConfig) -> Summary:
-    """Run (or resume) the comparison of ``cfg`` and write its report; returns the summary."""
+def _finished_run(path: Path, fingerprint: str, *, strict: bool) -> dict[str, Any] | None:
+    """The stored record of a finished run, ``None`` if there is none (or, unless ``strict``,
+    one made with another config)."""
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("fingerprint") == fingerprint:
+        return record
+    if not strict:
+        return None
+    raise StaleResultsError(
+        f"{path} was made with a different config (fingerprint {record.get('fingerprint')} != {fingerprint}). "
+        f"Use another compare.out_dir=..., or delete {path.parent} to redo the runs."
+    )
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write atomically: a run killed while writing leaves no half-written record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
+
+
+def compare(cfg: DictConfig) -> Summary | None:
+    """Run (or resume) the comparison of ``cfg`` and write its report; returns the summary
+    (``None`` on the non-zero ranks of a distributed run)."""
     if cfg.seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
     out_dir = Path(cfg.compare.out_dir)
@@ -72,49 +97,40 @@ def compare(cfg: DictConfig) -> Summary:
         )
 
     records: list[dict[str, Any]] = []
+    rank_zero = True  # under DDP every rank runs this loop; only rank 0 records and reports
     for seed in range(cfg.seeds):
         for arm in arms:
-            path = runs_dir / f"{arm.name}_seed{seed}.json"
             run_cfg = cfg.copy()
             run_cfg.seed = seed
-            fingerprint = run_fingerprint(run_cfg, arm, seed)
-            if path.is_file():
-                record = json.loads(path.read_text())
-                if record.get("fingerprint") != fingerprint:
-                    raise StaleResultsError(
-                        f"{path} was made with a different config (fingerprint {record.get('fingerprint')} != "
-                        f"{fingerprint}). Use another compare.out_dir=..., or delete {runs_dir} to redo the runs."
-                    )
+            path, fingerprint = runs_dir / f"{arm.name}_seed{seed}.json", run_fingerprint(run_cfg, arm, seed)
+            record = _finished_run(path, fingerprint, strict=not cfg.compare.report_only)
+            if record is not None:
                 print(f"[compare] {arm.name} seed {seed}: done before ({path}), skipped")
                 records.append(record)
+                continue
+            if cfg.compare.report_only:
                 continue
             print(f"[compare] {arm.name} seed {seed} ({seed + 1}/{cfg.seeds})")
             keep: dict[str, Any] = {}
             result = run_training(
-                run_cfg,
-                output_dir=Path(cfg.compare.run_dir) / arm.name / f"seed{seed}",
-                net_overrides=arm.overrides,
-                keep=keep,
+                run_cfg, output_dir=Path(cfg.compare.run_dir) / arm.name / f"seed{seed}",
+                net_overrides=arm.overrides, keep=keep,
             )
-            if not keep["trainer"].is_global_zero:
-                continue
-            record = {
-                "arm": arm.name,
-                "seed": seed,
-                "fingerprint": fingerprint,
-                "arm_overrides": arm.overrides,
-                "knob": arm.knob,
-                "knob_value": arm.knob_value,
-                "target_params": arm.target,
-                **result.to_dict(),
-                "attention": _attention(keep["net"], keep["datamodule"], cfg.compare.attention_batch),
-            }
-            runs_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(record, indent=1))
-            tmp.replace(path)  # atomic: a killed run leaves no half-written record
-            records.append(record)
+            rank_zero = keep["trainer"].is_global_zero
+            if rank_zero:
+                record = {
+                    "arm": arm.name, "seed": seed, "fingerprint": fingerprint, "arm_overrides": arm.overrides,
+                    "knob": arm.knob, "knob_value": arm.knob_value, "target_params": arm.target,
+                    **result.to_dict(),
+                    "attention": _attention(keep["net"], keep["datamodule"], cfg.compare.attention_batch),
+                }
+                _write_json(path, record)
+                records.append(record)
 
+    if not rank_zero:
+        return None
+    if not records:
+        raise FileNotFoundError(f"no finished runs of this config in {runs_dir} (compare.report_only=true).")
     summary = summarize(records, [a.name for a in arms], reference.name)
     write_report(summary, records, out_dir, title=cfg.name, command=cfg.command)
     print(summary.markdown())

@@ -66,6 +66,9 @@ def summarize(records: list[dict[str, Any]], arm_names: list[str], reference: st
         raise ValueError("no finished runs to summarise.")
     first = records[0]
     metric, mode, unit = first["monitor"], first["monitor_mode"], first["unit"]
+    arm_names = [name for name in arm_names if any(r["arm"] == name for r in records)]
+    if reference not in arm_names:
+        raise ValueError(f"no finished run of the reference arm {reference!r} yet.")
     by_arm = {name: [r for r in records if r["arm"] == name] for name in arm_names}
     ref_throughput = _mean_std([r["throughput"] for r in by_arm[reference]])[0] if by_arm[reference] else float("nan")
     arms = []
@@ -144,7 +147,8 @@ def plot_learning_curves(records: list[dict[str, Any]], arm_names: list[str], me
     ax_train.set(xlabel="step", ylabel="training loss", title="training", yscale="log")
     for ax in (ax_val, ax_train):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -42,6 +42,7 @@ class RunResult:
     unit: str
     history: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     output_dir: str = ""
+    world_size: int = 1
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +79,8 @@ def run_training(
         keep: if given, receives the built ``datamodule``, ``net``, ``module`` and ``trainer``.
     """
     output_dir = Path(output_dir or cfg.output_dir)
+    if cfg.threads is not None:
+        torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
@@ -108,6 +111,7 @@ def run_training(
         unit=unit,
         history=history.state_dict(),
         output_dir=str(output_dir),
+        world_size=trainer.world_size,
         model_kwargs={**model_kwargs(cfg, datamodule), **(net_overrides or {})},
     )
 

@@ -69,7 +69,10 @@ def parse_overrides(argv: Sequence[str], config_cls: type) -> object:
             raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(sorted(fields))}")
         pairs[key] = value
     values = {k: _convert(k, v, hints[k]) for k, v in pairs.items()}
-    return config_cls(**values)
+    try:
+        return config_cls(**values)
+    except ValueError as err:  # the config's own validation (unknown task, bad lengths, ...)
+        raise ConfigError(str(err)) from err
 
 
 def _help(config_cls: type, doc: str) -> str:

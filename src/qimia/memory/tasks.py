@@ -19,6 +19,10 @@ Encodings (``width`` data bits):
 * **associative recall**: ``L`` items of ``item_len`` vectors, each item preceded by a
   delimiter on channel ``width``; then a query item (one of the first ``L - 1``) framed by
   delimiters on channel ``width + 1``; the answer is the item that followed the query.
+* **dynamic N-grams**: each sequence draws a fresh table of ``2^(n-1)`` probabilities
+  ``p(1 | last n-1 bits) ~ Beta(1/2, 1/2)`` and emits ``L`` bits from it; the input is bit ``t``,
+  the target bit ``t + 1`` (every step is scored). :meth:`NGramTask.optimal_bits` gives the
+  Bayes-optimal predictor's loss, ``p = (N_1 + 1/2) / (N_0 + N_1 + 1)`` per context.
 * **priority sort**: ``L`` vectors each with a priority in ``[-1, 1]`` on channel
   ``width``, a delimiter on channel ``width + 1``; the answer is the ``n_out`` vectors of
   highest priority, in decreasing priority.
@@ -168,11 +172,64 @@ class PrioritySortTask:
         return Batch(x, y, mask)
 
 
+@dataclass
+class NGramTask:
+    order: int = 6  # n: the next bit depends on the previous n - 1 bits
+
+    @property
+    def input_size(self) -> int:
+        return 1
+
+    @property
+    def output_size(self) -> int:
+        return 1
+
+    def _bits_and_contexts(self, batch: int, length: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        k = self.order - 1
+        # Beta(1/2, 1/2) is the arcsine law: sin^2(pi U / 2) for uniform U (seedable, unlike torch.distributions)
+        table = torch.sin(torch.rand(batch, 2**k, generator=gen) * torch.pi / 2) ** 2  # (B, 2^k)
+        bits = torch.zeros(batch, length + 1)
+        bits[:, :k] = _bits(gen, batch, k)
+        contexts = torch.zeros(batch, length + 1, dtype=torch.long)
+        powers = 2 ** torch.arange(k - 1, -1, -1)
+        for t in range(k, length + 1):  # loop over time only
+            ctx = (bits[:, t - k : t].long() * powers).sum(1)  # (B,)
+            contexts[:, t] = ctx
+            p = table.gather(1, ctx[:, None]).squeeze(1)
+            bits[:, t] = (torch.rand(batch, generator=gen) < p).float()
+        return bits, contexts
+
+    def sample(self, batch: int, length: int, gen: torch.Generator) -> Batch:
+        if length <= self.order:
+            raise ValueError(f"N-gram sequences need length > order ({self.order}), got {length}")
+        bits, _ = self._bits_and_contexts(batch, length, gen)
+        mask = torch.ones(batch, length)
+        mask[:, : self.order - 2] = 0.0  # targets before a full context exists are coin flips
+        return Batch(bits[:, :-1, None], bits[:, 1:, None], mask)
+
+    def optimal_bits(self, batch: int, length: int, gen: torch.Generator) -> Tensor:
+        """Bits per sequence of the Bayes-optimal predictor on ``batch`` fresh sequences (same masking)."""
+        k = self.order - 1
+        bits, contexts = self._bits_and_contexts(batch, length, gen)
+        ones = torch.zeros(batch, 2**k)
+        seen = torch.zeros(batch, 2**k)
+        total = torch.zeros(batch)
+        for t in range(k, length + 1):
+            ctx = contexts[:, t : t + 1]
+            p1 = (ones.gather(1, ctx) + 0.5) / (seen.gather(1, ctx) + 1.0)  # (B, 1)
+            b = bits[:, t : t + 1]
+            total -= torch.log2(torch.where(b > 0, p1, 1 - p1)).squeeze(1)
+            ones.scatter_add_(1, ctx, b)
+            seen.scatter_add_(1, ctx, torch.ones_like(b))
+        return total.mean()
+
+
 TASKS = {
     "copy": CopyTask,
     "repeat_copy": RepeatCopyTask,
     "associative_recall": AssociativeRecallTask,
     "priority_sort": PrioritySortTask,
+    "ngrams": NGramTask,
 }
 
 

@@ -35,8 +35,16 @@ TASK_DEFAULTS: dict[str, tuple[dict, tuple[int, int]]] = {
     "repeat_copy": ({"width": 8}, (1, 10)),
     "associative_recall": ({"width": 6, "item_len": 3}, (2, 6)),
     "priority_sort": ({"width": 8, "n_out": 16}, (20, 20)),
+    "ngrams": ({"order": 6}, (200, 200)),
 }
 MODELS = ("ntm", "dnc", "lstm")
+# config keys that define each model's parameters (a resumed run must match them)
+MODEL_KEYS = {
+    "common": ["task", "model"],
+    "ntm": ["controller", "controller_size", "memory_slots", "word_size", "read_heads", "write_heads"],
+    "dnc": ["controller", "controller_size", "memory_slots", "word_size", "read_heads"],
+    "lstm": ["hidden_size", "num_layers"],
+}
 OPTIMIZERS = ("adam", "rmsprop")
 
 
@@ -147,11 +155,12 @@ def train(cfg: TrainConfig) -> dict:
     optimizer = opt_cls(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     history = {"config": dataclasses.asdict(cfg), "parameters": count_parameters(model), "train": [], "eval": []}
+    if hasattr(task, "optimal_bits"):  # N-grams: the Bayes-optimal predictor's bits per sequence
+        history["optimal_bits"] = task.optimal_bits(256, cfg.max_len, torch.Generator().manual_seed(7)).item()
     start = 0
     if cfg.resume:
         ckpt = load_checkpoint(cfg.resume)
-        for key in ("task", "model", "controller", "controller_size", "memory_slots", "word_size", "read_heads",
-                    "write_heads", "hidden_size", "num_layers"):
+        for key in MODEL_KEYS["common"] + MODEL_KEYS[cfg.model]:
             if ckpt["config"][key] != getattr(cfg, key):
                 raise ValueError(f"resume: checkpoint has {key}={ckpt['config'][key]!r} but this run asks "
                                  f"{key}={getattr(cfg, key)!r}; pass the same value")
@@ -207,6 +216,7 @@ def train(cfg: TrainConfig) -> dict:
                                            cfg.device).items()
         }
     (out / "history.json").write_text(json.dumps(history, indent=1))
+    plot_curve(history, out / "curve.png")
     if cfg.model in ("ntm", "dnc"):
         plot_weightings(model, task, cfg.max_len, out / "weightings.png", cfg.device)
         for length in cfg.eval_lengths:
@@ -226,12 +236,18 @@ def plot_curve(history: dict, path: Path) -> None:
     if not ev:
         return
     seqs = [e["sequences"] for e in ev]
+    train_seqs = [e["sequences"] for e in history["train"]]
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
-    ax[0].plot(seqs, [max(e["bits"], 1e-4) for e in ev])
-    ax[0].set(yscale="log", xlabel="training sequences", ylabel="cross-entropy (bits / sequence)")
-    ax[1].plot(seqs, [max(e["wrong_bits"], 1e-3) for e in ev])
+    for i, key in enumerate(("bits", "wrong_bits")):
+        floor = 1e-4 if key == "bits" else 1e-3  # log axis: show exact zeros at the floor
+        ax[i].plot(train_seqs, [max(e[key], floor) for e in history["train"]], alpha=0.5, label="train (running mean)")
+        ax[i].plot(seqs, [max(e[key], floor) for e in ev], label="eval (fresh sequences, every length)")
+        ax[i].set(yscale="log", xlabel="training sequences")
+        ax[i].ticklabel_format(axis="x", style="sci", scilimits=(3, 3))
+    ax[0].set_ylabel("cross-entropy (bits / sequence)")
+    ax[1].set_ylabel("wrong bits / sequence")
     ax[1].axhline(0.1, ls="--", c="gray")
-    ax[1].set(yscale="log", xlabel="training sequences", ylabel="wrong bits / sequence")
+    ax[0].legend(fontsize=7)
     cfg = history["config"]
     fig.suptitle(f"{cfg['model']} on {cfg['task']} (lengths {cfg['min_len']}-{cfg['max_len']})")
     fig.tight_layout()

@@ -4,7 +4,8 @@ Walks ``model.named_modules()`` for depth-mixing containers that record attentio
 DenseFormer's :class:`~qimia.layers.DepthWeightedAverage`), forces ``return_attention=True`` on
 them with forward pre-hooks, runs one forward pass under ``no_grad`` and averages each recorded
 ``(R, *G, S)`` map over its group axes ``G`` (batch, positions, heads) into ``(R, S)``: row ``r``
-is how much reader ``r`` (block ``r+1``, the last row the readout) attends to slot ``s``.
+is how much reader ``r`` (block ``r+1``, the last row the readout) attends to slot ``s``. The
+pass runs in eval mode (restored afterwards), so inspecting never changes BatchNorm statistics.
 """
 
 from __future__ import annotations
@@ -45,11 +46,15 @@ def depth_attention(model: nn.Module, *inputs: Tensor) -> dict[str, Tensor]:
     handles = []
     for name, module in containers.items():
         handles.append(module.register_forward_pre_hook(force_attention, with_kwargs=True))
-        handles.append(module.register_forward_hook(make_recorder(name)))
+        # prepend: record before any other hook of the module runs (or stops the pass)
+        handles.append(module.register_forward_hook(make_recorder(name), prepend=True))
+    was_training = model.training
+    model.eval()  # inspection must not move BatchNorm statistics or draw dropout masks
     try:
         with torch.no_grad():
             model(*inputs)
     finally:
+        model.train(was_training)
         for handle in handles:
             handle.remove()
     return {name: torch.stack(maps).mean(0) for name, maps in recorded.items()}

@@ -265,9 +265,15 @@ class ResNet(RegistryModel):
         self._init_weights()
 
     def _stage(
-        self, transition: nn.Module | None, branch_cls: type, channels: int, width: int, num_branches: int,
+        self,
+        transition: nn.Module | None,
+        branch_cls: type[nn.Module],
+        channels: int,
+        width: int,
+        num_branches: int,
         earlier_channels: list[int],
     ) -> ResNetStage:
+        """``num_branches`` branches of ``channels`` features in the configured mixer, after ``transition``."""
         c = self.config
         if num_branches == 0:
             return ResNetStage(transition, None, None)
@@ -279,8 +285,9 @@ class ResNet(RegistryModel):
         structural = {}
         if c.cross_stage and earlier_channels:
             key_dim = c.key_dim if c.key_dim is not None else channels // c.qimia_heads
-            cross = CrossStageMemory(earlier_channels, channels, heads=c.qimia_heads, key_dim=key_dim,
-                                     granularity=c.granularity)
+            cross = CrossStageMemory(
+                earlier_channels, channels, heads=c.qimia_heads, key_dim=key_dim, granularity=c.granularity
+            )
             structural["detach_external"] = False
         mixer = build_mixer(
             c.mixer, branches, channels, feature_dim=1, granularity=c.granularity,

@@ -1,7 +1,7 @@
 """Parameter counts of every registered full-size model, as a markdown table.
 
     python -m qimia.models.summary            # every model at its default (full) size
-    python -m qimia.models.summary --matched  # also re-size the residual LMs to their QIMIA twins
+    python -m qimia.models.summary --matched  # also re-size the residual references to their QIMIA twins
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def parameter_table(names: Sequence[str] | None = None) -> str:
 
 
 def matched_table() -> str:
-    """Residual LMs re-sized to their QIMIA twins' parameter counts (default sizes)."""
+    """Residual references re-sized to their QIMIA twins' (trainable) parameter counts, default sizes."""
     lines = ["| reference | candidate | knob | reference params | candidate params | gap |", "|---|---|---|---:|---:|---:|"]
     for ref, cand in [("transformer_lm", "qimia_transformer_lm"), ("shared_transformer_lm", "shared_qimia_transformer_lm"),
                       ("resnet20", "qimia_resnet20"), ("unet_denoiser", "qimia_unet_denoiser"),

@@ -18,7 +18,7 @@ a ``state_dict`` file or a Lightning checkpoint) or a torchvision model
 (``base="torchvision:resnet50"``, ``base_checkpoint`` = its weights file, e.g. downloaded
 pretrained weights). :class:`FeatureMemory` taps the base with forward hooks: by default every
 slot of every depth-mixing container (registry models) or every block ``layerK.J`` (torchvision
-ResNets); ``layers=[...]`` names other modules.
+ResNets); ``tap_layers=[...]`` names other modules.
 """
 
 from __future__ import annotations
@@ -28,13 +28,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qimia.layers import QIMIA, DepthMemory, DepthOutput, DepthWeightedAverage, ResidualStack, RMSNorm
 from qimia.models.base import RegistryModel
 from qimia.models.mixing import build_mixer, check_mixer, is_qimia
-from qimia.models.registry import create_model, register_model
+from qimia.models.registry import create_model, model_defaults, register_model
 
 CONTAINERS = (QIMIA, ResidualStack, DepthWeightedAverage)
 
@@ -48,7 +47,7 @@ def default_layers(base: nn.Module) -> list[str]:
     if blocks:
         return blocks
     raise ValueError(
-        f"cannot find the blocks of {type(base).__name__}: pass layers=[module names] (see base.named_modules())."
+        f"cannot find the blocks of {type(base).__name__}: pass tap_layers=[module names] (see base.named_modules())."
     )
 
 
@@ -74,30 +73,51 @@ def pool_features(f: Tensor) -> Tensor:
     raise ValueError(f"cannot pool a feature of shape {tuple(f.shape)}.")
 
 
-class FeatureTap:
-    """Collects the outputs of ``layers`` of ``base`` during one forward pass (forward hooks)."""
+class _AllTapped(Exception):
+    """Raised by the last hook to stop the base's forward pass once every tapped layer ran."""
+
+
+class FeatureTap(nn.Module):
+    """Collects the outputs of ``layers`` of ``base`` during one forward pass.
+
+    Forward hooks are registered for the duration of one call only, so the base stays usable on
+    its own (and copies of the model tap their own base). The pass stops as soon as every tapped
+    layer has run, so the base's own classifier (or any later layer) costs nothing.
+    """
 
     def __init__(self, base: nn.Module, layers: Sequence[str]) -> None:
+        super().__init__()
         modules = dict(base.named_modules())
         missing = [name for name in layers if name not in modules]
         if missing:
             raise ValueError(f"the base has no modules {missing}; see base.named_modules().")
-        self.base, self.layers = base, list(layers)
-        self._features: list[list[Tensor]] = [[] for _ in layers]
-        for i, name in enumerate(layers):
-            modules[name].register_forward_hook(self._recorder(i))
+        if not layers:
+            raise ValueError("tap at least one layer of the base.")
+        self.layers = list(layers)
 
-    def _recorder(self, i: int):
-        def record(module: nn.Module, args: tuple, output: Any) -> None:
-            self._features[i] = _as_features(output)
+    def forward(self, base: nn.Module, x: Tensor) -> list[Tensor]:
+        """Run ``base`` on ``x``; its tapped per-block features in depth order."""
+        features: list[list[Tensor] | None] = [None] * len(self.layers)
 
-        return record
+        def recorder(i: int):
+            def record(module: nn.Module, args: tuple, output: Any) -> None:
+                features[i] = _as_features(output)
+                if all(f is not None for f in features):
+                    raise _AllTapped
 
-    def __call__(self, x: Tensor) -> list[Tensor]:
-        """Run the base on ``x``; its tapped per-block features in depth order."""
-        self._features = [[] for _ in self.layers]
-        self.base(x)
-        return [f for group in self._features for f in group]
+            return record
+
+        handles = [base.get_submodule(name).register_forward_hook(recorder(i)) for i, name in enumerate(self.layers)]
+        try:
+            base(x)
+        except _AllTapped:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        if any(f is None for f in features):
+            raise RuntimeError("some tapped layers of the base did not run; check `layers`.")
+        return [f for group in features for f in group]  # type: ignore[union-attr]
 
 
 class FeatureMemory(nn.Module):
@@ -158,8 +178,10 @@ class TransferHead(RegistryModel):
         num_classes: classes of the new task.
         dim: head width ``D``; ``depth``: number of head blocks (``0``: a linear probe).
         mixer: the head's depth mixer; QIMIA-based mixers read the base's whole depth.
-        layers: base modules to tap (default :func:`default_layers`).
-        freeze_base: keep the base fixed (no gradients, BatchNorm statistics in eval mode).
+        tap_layers: base modules to tap (default :func:`default_layers`).
+        freeze_base: keep the base fixed (no gradients, BatchNorm statistics in eval mode); when
+            ``False`` (fine-tuning) the base trains, except for parameters the tapped features do
+            not depend on (e.g. its classifier), which are frozen.
     """
 
     task = "classification"
@@ -178,7 +200,7 @@ class TransferHead(RegistryModel):
         mixer: str = "qimia",
         qimia_heads: int = 1,
         key_dim: int | None = 16,
-        layers: Sequence[str] | None = None,
+        tap_layers: Sequence[str] | None = None,
         freeze_base: bool = True,
     ) -> None:
         super().__init__()
@@ -189,11 +211,11 @@ class TransferHead(RegistryModel):
             raise ValueError(f"depth=0 is a linear probe with no depth mixing; mixer must be 'residual', got {mixer!r}.")
         self.base, self.freeze_base = base, freeze_base
         self.width_multiple = qimia_heads if mixer == "qimia" else 1
-        self.tap = FeatureTap(base, layers if layers is not None else default_layers(base))
+        self.tap = FeatureTap(base, tap_layers if tap_layers is not None else default_layers(base))
         was_training = base.training
         base.eval()
         with torch.no_grad():
-            channels = [pool_features(f).shape[-1] for f in self.tap(example_input[:1])]
+            channels = [pool_features(f).shape[-1] for f in self.tap(base, example_input[:1])]
         base.train(was_training)
         self._example = example_input[:1].detach().clone()
         self.num_features = len(channels)
@@ -213,6 +235,16 @@ class TransferHead(RegistryModel):
         if freeze_base:
             base.requires_grad_(False)
             base.eval()
+        else:  # parameters the tapped features do not depend on (past the last tap) cannot learn
+            for p in base.parameters():
+                p.grad = None
+            base.eval()  # the probe must not move BatchNorm statistics
+            sum(f.float().sum() for f in self.tap(base, example_input[:1])).backward()
+            base.train(was_training)
+            for p in base.parameters():
+                if p.grad is None:
+                    p.requires_grad_(False)
+                p.grad = None
 
     def train(self, mode: bool = True) -> TransferHead:
         super().train(mode)
@@ -223,7 +255,7 @@ class TransferHead(RegistryModel):
     def base_features(self, x: Tensor) -> list[Tensor]:
         """The base's tapped features on ``x`` (computed without autograd when frozen)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_base):
-            return self.tap(x)
+            return self.tap(self.base, x)
 
     def classify(self, features: Sequence[Tensor]) -> Tensor:
         """Tapped base features -> logits ``(B, num_classes)``."""
@@ -279,8 +311,11 @@ def build_base(base: str | nn.Module, base_kwargs: dict | None, base_checkpoint:
         import torchvision
 
         model = torchvision.models.get_model(base.split(":", 1)[1], weights=None, **(base_kwargs or {}))
-    else:
-        model = create_model(base, **(base_kwargs or {}))
+    else:  # the data's channel count reaches the base unless base_kwargs says otherwise
+        kwargs = dict(base_kwargs or {})
+        if "in_chans" in model_defaults(base):
+            kwargs.setdefault("in_chans", in_chans)
+        model = create_model(base, **kwargs)
     if base_checkpoint is not None:
         state = _strip_prefix(_load_state_dict(base_checkpoint), model)
         model.load_state_dict(state)
@@ -312,15 +347,16 @@ def transfer_head(
     mixer: str = "residual",
     qimia_heads: int = 1,
     key_dim: int | None = 16,
-    layers: Sequence[str] | None = None,
+    tap_layers: Sequence[str] | None = None,
     freeze_base: bool = True,
 ) -> TransferHead:
     """A head on ``base`` (registry name, ``"torchvision:<name>"`` or a module); see the module docstring.
 
-    ``in_chans`` and ``image_size`` only shape the probe input of a torchvision base.
+    ``in_chans`` is passed on to a registry base (unless ``base_kwargs`` sets it); with
+    ``image_size`` it also shapes the probe input of a torchvision base.
     """
     model, example = build_base(base, base_kwargs, base_checkpoint, in_chans, image_size)
     return TransferHead(
         model, example, num_classes=num_classes, dim=dim, depth=depth, mlp_ratio=mlp_ratio, dropout=dropout,
-        mixer=mixer, qimia_heads=qimia_heads, key_dim=key_dim, layers=layers, freeze_base=freeze_base,
+        mixer=mixer, qimia_heads=qimia_heads, key_dim=key_dim, tap_layers=tap_layers, freeze_base=freeze_base,
     )

@@ -53,7 +53,9 @@ class TaskModule(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net"], logger=False)
+        # The network's own config lives with the run (config.yaml); the factories are code, not
+        # hyper-parameters, and would make checkpoints unloadable with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.compiled = compile

@@ -1,0 +1,67 @@
+import lightning as L
+import pytest
+import torch
+
+from qimia.experiment.config import compose_config
+from qimia.experiment.train import final_state, run_training
+
+FAST = ["tiny=true", "threads=1", "trainer.deterministic=true", "trainer.enable_progress_bar=false"]
+
+
+class Crash(L.Callback):
+    """Kill the run in the middle of an epoch (after the first epoch's checkpoint)."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.at_step:
+            raise RuntimeError("simulated crash")
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path):
+    common = [*FAST, "trainer.max_epochs=3", "data.batch_size=128"]  # 9 steps per epoch
+    full: dict = {}
+    uninterrupted = run_training(compose_config([*common, f"output_dir={tmp_path / 'full'}"]), keep=full)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_training(compose_config([*common, f"output_dir={tmp_path / 'part'}"]), callbacks=[Crash(at_step=13)])
+    assert (tmp_path / "part" / "checkpoints" / "last.ckpt").exists()
+    resumed_parts: dict = {}
+    resumed = run_training(
+        compose_config([*common, "ckpt_path=last", f"output_dir={tmp_path / 'part'}"]), keep=resumed_parts
+    )
+    assert resumed_parts["trainer"].global_step == full["trainer"].global_step == 27
+    a, b = final_state(full["net"]), final_state(resumed_parts["net"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.test == uninterrupted.test
+    assert resumed.history["val"] == uninterrupted.history["val"]  # learning curve restored too
+
+
+def test_outputs_logs_and_config(tmp_path):
+    result = run_training(compose_config([*FAST, "trainer.max_epochs=1", f"output_dir={tmp_path}"]))
+    assert (tmp_path / "config.yaml").exists()
+    assert (tmp_path / "csv" / "metrics.csv").exists()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents*"))
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert set(result.test) == {"test/loss", "test/acc"} and result.monitor == "acc"
+    assert result.throughput > 0 and result.unit == "samples"
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)  # plain tensors and scalars
+    assert "net" not in ckpt["hyper_parameters"] and ckpt["hyper_parameters"]["num_classes"] == 10
+
+
+def test_bf16_mixed_switch(tmp_path):
+    result = run_training(compose_config([*FAST, "trainer.fast_dev_run=true", "trainer.precision=bf16-mixed",
+                                          f"output_dir={tmp_path}", "loggers=[]"]))
+    assert result.test["test/loss"] > 0
+
+
+def test_compile_switch_wraps_the_network():
+    from qimia.experiment.build import build_datamodule, build_net, build_task
+
+    cfg = compose_config([*FAST, "compile=true"])
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    net = build_net(cfg, datamodule)
+    module = build_task(cfg, net, datamodule)
+    assert isinstance(module._forward, torch._dynamo.eval_frame.OptimizedModule)  # trained in tests/training
+    assert module.net is net  # checkpoints hold the plain network's weights

@@ -1,0 +1,27 @@
+import random
+
+import numpy as np
+import torch
+
+from qimia.training import ClassificationModule, RNGState, Throughput
+from qimia.training.callbacks import batch_items
+
+
+def test_rng_state_roundtrip_and_weights_only_loadable(tmp_path):
+    cb = RNGState()
+    state = cb.state_dict()
+    torch.save(state, tmp_path / "s.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(3))
+    loaded = torch.load(tmp_path / "s.pt", weights_only=True)  # no pickled numpy/functools objects
+    cb.load_state_dict(loaded)
+    again = (random.random(), np.random.rand(), torch.rand(3))
+    assert expected[0] == again[0] and expected[1] == again[1] and torch.equal(expected[2], again[2])
+
+
+def test_throughput_counts_items(adam, image_loader, trainer_factory, tiny_classifier):
+    meter = Throughput("samples", warmup=1)
+    module = ClassificationModule(tiny_classifier(), num_classes=3, optimizer=adam)
+    trainer_factory(max_epochs=2, callbacks=[meter]).fit(module, image_loader)
+    assert meter.steps == 6 and meter.items == 5 * 8
+    assert meter.per_second > 0
+    assert batch_items((torch.zeros(4, 16, dtype=torch.long),), "tokens") == 64

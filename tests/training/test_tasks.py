@@ -1,0 +1,133 @@
+import functools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from qimia.training import ClassificationModule, DenoisingModule, LanguageModelModule
+
+
+def test_classification_metrics_match_a_manual_evaluation(adam, image_loader, trainer_factory, tiny_classifier):
+    net = tiny_classifier()
+    module = ClassificationModule(net, num_classes=3, optimizer=adam)
+    (metrics,) = trainer_factory().test(module, image_loader, verbose=False)
+    x, y = image_loader.dataset.tensors
+    with torch.no_grad():
+        logits = net(x)
+    assert metrics["test/acc"] == pytest.approx((logits.argmax(1) == y).float().mean().item(), abs=1e-6)
+    assert metrics["test/loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+    assert "net" not in module.hparams and module.hparams["num_classes"] == 3
+
+
+def test_classification_trains(adam, image_loader, trainer_factory, tiny_classifier):
+    module = ClassificationModule(tiny_classifier(), num_classes=3, optimizer=adam)
+    before = trainer_factory().test(module, image_loader, verbose=False)[0]["test/loss"]
+    trainer_factory(max_epochs=15).fit(module, image_loader)
+    after = trainer_factory().test(module, image_loader, verbose=False)[0]["test/loss"]
+    assert after < before * 0.8
+
+
+class Bigram(nn.Module):
+    task = "language_modeling"
+
+    def __init__(self, vocab: int = 7) -> None:
+        super().__init__()
+        self.table = nn.Embedding(vocab, vocab)
+
+    def forward(self, tokens):
+        return self.table(tokens)  # (B, T, V)
+
+
+def test_language_model_loss_perplexity_and_bits_per_character(adam, trainer_factory):
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 7, (10, 9), generator=g)
+    loader = DataLoader(TensorDataset(tokens[:, :-1], tokens[:, 1:]), batch_size=3)  # unequal last batch
+    net = Bigram()
+    module = LanguageModelModule(net, chars_per_token=2.5, optimizer=adam)
+    (metrics,) = trainer_factory().test(module, loader, verbose=False)
+    with torch.no_grad():
+        nats = F.cross_entropy(net(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten()).item()
+    assert metrics["test/loss"] == pytest.approx(nats, rel=1e-5)  # token-weighted over all batches
+    assert metrics["test/ppl"] == pytest.approx(math.exp(nats), rel=1e-5)
+    assert metrics["test/bpc"] == pytest.approx(nats / (math.log(2) * 2.5), rel=1e-5)
+    with pytest.raises(ValueError, match="chars_per_token"):
+        LanguageModelModule(net, chars_per_token=0, optimizer=adam)
+
+
+class Identity(nn.Module):
+    task = "denoising"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+def test_denoising_psnr_ssim(adam, trainer_factory):
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(6, 1, 16, 16, generator=g)
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=g)
+    loader = DataLoader(TensorDataset(noisy, clean), batch_size=4)
+    (metrics,) = trainer_factory().test(DenoisingModule(Identity(), optimizer=adam), loader, verbose=False)
+    mse = ((noisy.clamp(0, 1) - clean) ** 2).flatten(1).mean(1)
+    assert metrics["test/psnr"] == pytest.approx((10 * torch.log10(1 / mse)).mean().item(), rel=1e-4)
+    assert metrics["test/psnr"] == pytest.approx(metrics["test/psnr_noisy"], rel=1e-6)  # identity net
+    assert 0 < metrics["test/ssim"] < 1
+    assert metrics["test/loss"] == pytest.approx(F.mse_loss(noisy, clean).item(), rel=1e-4)
+
+
+def test_bf16_mixed_really_autocasts(adam, image_loader, trainer_factory, tiny_classifier):
+    net = tiny_classifier()
+    module = ClassificationModule(net, num_classes=3, optimizer=adam)
+    trainer_factory(fast_dev_run=1, precision="bf16-mixed").fit(module, image_loader)
+    assert torch.bfloat16 in net.seen_dtypes
+    net32 = tiny_classifier()
+    trainer_factory(fast_dev_run=1).fit(ClassificationModule(net32, num_classes=3, optimizer=adam), image_loader)
+    assert set(net32.seen_dtypes) == {torch.float32}
+
+
+def test_scheduler_receives_total_steps(adam, image_loader, trainer_factory, tiny_classifier):
+    from qimia.training import warmup_cosine
+
+    module = ClassificationModule(
+        tiny_classifier(), num_classes=3, optimizer=adam,
+        scheduler=functools.partial(warmup_cosine, warmup_fraction=0.25),
+    )
+    trainer = trainer_factory(max_epochs=2)
+    trainer.fit(module, image_loader)
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.last_epoch == 6  # 3 batches x 2 epochs, stepped per optimizer step
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-9)  # cosine reached 0
+    onecycle = functools.partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1)
+    module = ClassificationModule(tiny_classifier(), num_classes=3, optimizer=adam, scheduler=onecycle)
+    trainer_factory(max_epochs=1).fit(module, image_loader)  # OneCycleLR would raise without total_steps
+
+
+def test_warmup_cosine_shape():
+    from qimia.training import warmup_cosine
+
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = warmup_cosine(opt, total_steps=10, warmup_fraction=0.2, min_lr_ratio=0.1)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0) and lrs[2] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        warmup_cosine(opt, total_steps=10, warmup_fraction=1.0)
+
+
+@pytest.mark.slow
+def test_compile_switch_runs_a_compiled_network(adam, image_loader, trainer_factory, tiny_classifier):
+    net = tiny_classifier()
+    module = ClassificationModule(net, num_classes=3, optimizer=adam, compile=True)
+    assert isinstance(module._forward, torch._dynamo.eval_frame.OptimizedModule)
+    trainer_factory(fast_dev_run=1).fit(module, image_loader)
+    assert module.compiled
