@@ -13,11 +13,13 @@ RUNS, DEST = Path("runs/memory"), Path("reports/memory")
 COPY = {  # run dir -> files to keep
     "copy_ntm_s0": ["curve.png", "weightings.png", "weightings_len40.png", "weightings_len80.png"],
     "copy_lstm_s0": ["curve.png"],
+    "copy_lstm_s1": [],
+    "copy_lstm_s2": [],
     "copy_dnc_s0": ["curve.png", "weightings.png"],
     "recall_dnc_s0": ["curve.png", "weightings.png"],
     "recall_lstm_s0": ["curve.png"],
     "ut_reverse": ["curve.png", "results.md"],
-    "ram_mnist": ["glimpses.png"],
+    "ram_mnist": ["glimpses.png", "curve.png"],
     "jacobian": ["sequential_jacobian.png", "sensitivity.png"],
 }
 

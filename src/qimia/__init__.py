@@ -14,6 +14,7 @@ from qimia.layers import (
     TransformerBlock,
     TransformerBlockConfig,
 )
+from qimia.models import create_model, list_models, tiny_kwargs
 from qimia.params import MatchResult, count_parameters, match_parameters
 
 __version__ = "0.1.0"
@@ -28,5 +29,8 @@ __all__ = [
     "TransformerBlock",
     "TransformerBlockConfig",
     "count_parameters",
+    "create_model",
+    "list_models",
     "match_parameters",
+    "tiny_kwargs",
 ]

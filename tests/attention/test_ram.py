@@ -98,7 +98,7 @@ def test_ram_trains_on_digits_above_chance(tmp_path):
     res = train_ram(RAMTrainConfig(data="digits", epochs=4, batch_size=32, lr=2e-3, patch=4, scales=2, hidden=64,
                                    glimpses=4, progress=False, out=str(tmp_path)))
     assert res["test_error"] < 0.6  # chance: 0.9
-    assert (tmp_path / "glimpses.png").exists() and (tmp_path / "checkpoint.pt").exists()
+    assert all((tmp_path / f).exists() for f in ("glimpses.png", "curve.png", "checkpoint.pt", "results.json"))
     res2 = train_ram(RAMTrainConfig(data="digits", epochs=5, batch_size=32, lr=2e-3, patch=4, scales=2, hidden=64,
                                     glimpses=4, progress=False, out=str(tmp_path),
                                     resume=str(tmp_path / "checkpoint.pt")))

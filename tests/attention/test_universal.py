@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import torch
 
-from qimia.attention.universal import DeepTransformer, DeepTransformerConfig, UniversalTransformer, UTConfig, ponder_loss
+from qimia.attention.universal import (
+    DeepTransformer, DeepTransformerConfig, UniversalTransformer, UTConfig, ponder_loss,
+)
 
 
 def ut(**kw):

@@ -38,13 +38,19 @@ def test_keys_only_mode_with_adam_is_labelled_approximate(tmp_path, blobs, helpe
     torch.testing.assert_close(e.topk_scores, brute.topk(4).values)
 
 
-def test_value_clipping_has_no_exact_form(tmp_path, blobs, helpers):
+@pytest.mark.parametrize("tamper", ["clip_value", "sign_flip", "noise"])
+def test_non_scalar_gradient_changes_have_no_exact_form(tmp_path, blobs, helpers, tamper):
     x, y = blobs
     model = helpers.mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     rec = DualRecorder(model, opt, str(tmp_path / "s"))
     F.cross_entropy(model(x[:8]), y[:8]).backward()
-    torch.nn.utils.clip_grad_value_(model.parameters(), 1e-4)
+    if tamper == "clip_value":
+        torch.nn.utils.clip_grad_value_(model.parameters(), 1e-3)
+    elif tamper == "sign_flip":
+        model[0].weight.grad.neg_()
+    else:
+        model[0].weight.grad.add_(1e-3 * torch.randn_like(model[0].weight.grad))
     with pytest.raises(DualFormError, match="more than a scalar"):
         opt.step()
     rec.close()

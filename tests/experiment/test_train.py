@@ -65,3 +65,12 @@ def test_compile_switch_wraps_the_network():
     module = build_task(cfg, net, datamodule)
     assert isinstance(module._forward, torch._dynamo.eval_frame.OptimizedModule)  # trained in tests/training
     assert module.net is net  # checkpoints hold the plain network's weights
+
+
+@pytest.mark.parametrize("scheduler", ["none", "onecycle", "warmup_cosine"])
+def test_scheduler_options(tmp_path, scheduler):
+    keep: dict = {}
+    run_training(compose_config([*FAST, f"scheduler={scheduler}", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+                                 "loggers=[]", "test=false", f"output_dir={tmp_path}"]), keep=keep)
+    configs = keep["trainer"].lr_scheduler_configs
+    assert (len(configs) == 0) == (scheduler == "none")

@@ -53,6 +53,11 @@ def test_forward_backward_every_parameter_gets_a_finite_gradient(name):
 
 
 @pytest.mark.parametrize("name", ALL)
+def test_every_builder_takes_the_mixer_options_of_the_contract(name):
+    assert {"mixer", "granularity", "qimia_heads", "key_dim"} <= set(model_defaults(name))
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_width_knob_is_a_builder_kwarg(name):
     model = tiny(name)
     assert model.width_knob in model_defaults(name)

@@ -46,6 +46,13 @@ def test_qimia_head_reads_every_block_of_the_base():
     assert not torch.allclose(a, b)
 
 
+def test_concat_control_reads_every_block_without_attention():
+    model = qm.create_model("concat_transfer_head", **TINY)
+    assert model.mixer.__class__.__name__ == "ResidualStack" and model.memory.keys is None
+    a, b = perturbed_logits("concat_transfer_head", slot=0)
+    assert not torch.allclose(a, b)
+
+
 @pytest.mark.parametrize("name", ["transfer_head", "linear_probe"])
 def test_standard_recipes_read_only_the_last_layer(name):
     a, b = perturbed_logits(name, slot=0)
@@ -102,3 +109,15 @@ def test_in_chans_reaches_a_registry_base():
     model = qm.create_model("qimia_transfer_head", **TINY, in_chans=1)
     assert model.base.in_chans == 1
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_a_corrupt_base_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "broken.ckpt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read the base checkpoint"):
+        qm.create_model("linear_probe", base="resnet20", base_kwargs={"width": 4}, base_checkpoint=str(path))
+
+
+def test_a_frozen_random_base_is_warned_about():
+    with pytest.warns(UserWarning, match="base_checkpoint"):
+        qm.create_model("linear_probe", **TINY)

@@ -30,7 +30,7 @@ def test_every_recipe_runs_and_is_reported(tmp_path):
             "--train", "30", "--test", "30", "--epochs", "1", "--dim", "8", "--seeds", "2"]
     main(args)
     results = json.loads((out / "results.json").read_text())
-    assert set(results["recipes"]) == {"linear_probe", "transfer_head", "transfer_head (matched)",
+    assert set(results["recipes"]) == {"linear_probe", "transfer_head", "transfer_head (matched)", "concat_transfer_head",
                                        "qimia_transfer_head", "attnres_transfer_head", "fine_tune"}
     for entry in results["recipes"].values():
         assert len(entry["accuracy"]) == 2 and 0.0 <= entry["mean"] <= 1.0 and entry["trainable"] > 0

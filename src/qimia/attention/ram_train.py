@@ -7,8 +7,8 @@
 by default) and, if it is missing, falls back to ``torchvision.datasets.MNIST(download=True)``.
 ``translated=true`` places each digit at a random position of a ``canvas x canvas`` image, a new
 position each epoch (seeded; works with either data set). ``data=digits`` uses
-``sklearn.datasets.load_digits`` (8x8, offline; for tests). Test error uses the policy mean (no sampling). Checkpoints every epoch;
-``resume=<path>`` continues.
+``sklearn.datasets.load_digits`` (8x8, offline; for tests). Test error uses the policy mean (no
+sampling). Checkpoints every epoch; ``resume=<path>`` continues.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def train_ram(cfg: RAMTrainConfig) -> dict:
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])
         curve, start_epoch = ckpt["curve"], ckpt["epoch"]
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - (curve[-1]["seconds"] if curve else 0.0)  # seconds accumulate across resumes
     for epoch in range(start_epoch, cfg.epochs):
         xe = translate_digits(xtr, cfg.canvas, gen) if cfg.translated else xtr
         perm = torch.randperm(len(xe), generator=gen)
@@ -145,7 +145,28 @@ def train_ram(cfg: RAMTrainConfig) -> dict:
               "test_error": curve[-1]["test_error"] if curve else None, "curve": curve}
     (out / "results.json").write_text(json.dumps(result, indent=1))
     plot_glimpses(model, xte[:6], out / "glimpses.png")
+    plot_ram_curve(curve, out / "curve.png")
     return result
+
+
+def plot_ram_curve(curve: list[dict], path: Path) -> None:
+    """Test error and training accuracy per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not curve:
+        return
+    epochs = [c["epoch"] for c in curve]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(epochs, [c["test_error"] for c in curve], "o-", label="test error (policy mean)")
+    ax.plot(epochs, [1 - c["train_acc"] for c in curve], "o-", alpha=0.6, label="train error (sampled glimpses)")
+    ax.set(xlabel="epoch", ylabel="error", yscale="log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 @torch.no_grad()

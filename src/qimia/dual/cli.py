@@ -163,8 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command; user errors (bad input, missing or corrupt files) exit with status 2."""
+    from qimia.dual.errors import DualFormError
+
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (DualFormError, FileNotFoundError, ValueError) as exc:
+        print(f"qimia dual {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

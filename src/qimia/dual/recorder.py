@@ -25,6 +25,7 @@ Usage (plain loop)::
 from __future__ import annotations
 
 import contextlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,8 @@ from qimia.dual.errors import DualFormError, StoreError
 from qimia.dual.optim_coeffs import check_optimizer, group_scalars
 from qimia.dual.store import META_COLUMNS, DualStore, LayerSpec
 
-_CLIP_TOL = 1e-4  # relative residual allowed when explaining .grad as (scalar x autograd gradient)
+_PROBE = 4096  # coordinates per parameter probed by the clipping detector
+
 
 
 @dataclass
@@ -54,7 +56,18 @@ class _Pending:
     """Steps recorded since the last commit."""
 
     steps: list[dict[str, Any]] = field(default_factory=list)
-    slots: dict[str, list[tuple[np.ndarray, np.ndarray | None, np.ndarray]]] = field(default_factory=dict)
+    slots: dict[str, list[tuple[np.ndarray | None, ...]]] = field(default_factory=dict)  # keys, values, meta[, vnorm]
+
+
+def _snapshot(obj: Any) -> Any:
+    """Deep copy of a (nested) state dict with every tensor cloned."""
+    if torch.is_tensor(obj):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_snapshot(v) for v in obj)
+    return obj
 
 
 def linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]]:
@@ -80,13 +93,14 @@ class DualRecorder:
         check_gradients: verify every step that the recorded slots reproduce autograd's weight
             gradient ``sum_i e_i x_i^T`` (costs one matmul per layer; for debugging).
         info: JSON-serialisable metadata stored in the manifest.
+        async_writes: commit shards on a background thread (overlaps disk I/O with training).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, path: str, *,
                  layers: list[str] | None = None, dtype: str = "float32", keys_only: bool = False,
                  flush_every: int = 64, resume: bool = False, overwrite: bool = False,
                  state_objects: Mapping[str, Any] | None = None, check_gradients: bool = False,
-                 info: Mapping[str, Any] | None = None) -> None:
+                 info: Mapping[str, Any] | None = None, async_writes: bool = True) -> None:
         check_optimizer(optimizer, keys_only)
         if flush_every < 1:
             raise ValueError(f"flush_every must be >= 1, got {flush_every}.")
@@ -123,11 +137,20 @@ class DualRecorder:
             self.store = DualStore.create(path, self.specs, dtype=dtype, keys_only=keys_only, w0=w0,
                                           info=info, overwrite=overwrite)
         self.step = self.store.num_steps
+        self._store_dtype = torch.float16 if self.store.manifest["dtype"] == "float16" else torch.float32
         self._batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._batch_version = 0
+        self._meta_cache_key: tuple | None = None
+        self._meta_cache = torch.empty(0)
         self._uses: dict[str, list[_Use]] = {s.name: [] for s in self.specs}
-        self._raw_grads: dict[str, torch.Tensor] = {}
+        self._grad_stats: dict[str, torch.Tensor] = {}    # param -> [||g||^2, g . u] of autograd's gradient
+        self._probes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # param -> (coordinates, signs u)
+        self._raw_grads: dict[str, torch.Tensor] = {}     # only with check_gradients
+        self._grad_version: dict[str, tuple[torch.Tensor, int]] = {}
         self._pending = _Pending()
         self._paused = False
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dual-store") if async_writes else None
+        self._inflight: Future | None = None
         self._handles: list[Any] = []
         self._attach()
 
@@ -193,6 +216,7 @@ class DualRecorder:
                else torch.as_tensor(labels).detach().to("cpu", torch.int64).reshape(ids.numel(), -1))  # (B, P)
         tasks = torch.as_tensor(task, dtype=torch.int64).cpu().reshape(-1).expand(ids.numel())  # (B,)
         self._batch = (ids.cpu(), lab, tasks)
+        self._batch_version += 1
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -205,7 +229,13 @@ class DualRecorder:
 
     # ------------------------------------------------------------------ hooks
     def _meta_for(self, n_rows: int, use: int) -> torch.Tensor:
-        """``(n_rows, 6)`` metadata for a batch-first input flattened to ``n_rows`` rows."""
+        """``(n_rows, 6)`` metadata for a batch-first input flattened to ``n_rows`` rows (cached per step)."""
+        key = (self.step, n_rows, use, self._batch_version)
+        if self._meta_cache_key != key:
+            self._meta_cache_key, self._meta_cache = key, self._build_meta(n_rows, use)
+        return self._meta_cache
+
+    def _build_meta(self, n_rows: int, use: int) -> torch.Tensor:
         meta = torch.empty(n_rows, len(META_COLUMNS), dtype=torch.int64)
         meta[:, 0] = self.step
         meta[:, 4] = use
@@ -245,30 +275,63 @@ class DualRecorder:
                 output.register_hook(grad_hook)
         return hook
 
+    def _stats(self, pname: str, grad: torch.Tensor) -> torch.Tensor:
+        """``[||g||^2, g[idx] . u]``: full squared norm and a projection on a fixed random subset.
+
+        ``idx`` are ``_PROBE`` fixed random coordinates and ``u`` fixed random signs, so the statistics
+        cost one pass over the gradient (the projection reads only ``_PROBE`` entries).
+        """
+        g = grad.detach().reshape(-1)
+        if pname not in self._probes:
+            gen = torch.Generator().manual_seed(len(self._probes))
+            idx = torch.randperm(g.numel(), generator=gen)[:_PROBE].sort().values.to(g.device)
+            signs = (torch.randint(0, 2, idx.shape, generator=gen) * 2 - 1).to(g.device, g.dtype)
+            self._probes[pname] = (idx, signs)
+        idx, signs = self._probes[pname]
+        return torch.stack([torch.dot(g, g), torch.dot(g[idx], signs)])
+
     def _grad_hook(self, pname: str):
         def hook(p: torch.Tensor) -> None:
-            self._raw_grads[pname] = p.grad.detach().clone()
+            self._grad_stats[pname] = self._stats(pname, p.grad)
+            self._grad_version[pname] = (p.grad, p.grad._version)   # in-place edits (clipping) bump _version
+            if self.check_gradients:
+                self._raw_grads[pname] = p.grad.detach().clone()
         return hook
 
     def _clip_factor(self, pname: str, p: torch.Tensor) -> float:
-        """Scalar ``s`` with ``p.grad == s * (autograd gradient)``; errors if no such scalar exists."""
-        raw = self._raw_grads.get(pname)
-        if raw is None:
+        """Scalar ``s`` with ``p.grad == s * (autograd gradient)``; errors if no such scalar exists.
+
+        Two statistics of autograd's gradient ``r`` are kept at backward time (no copy of ``r``):
+        ``||r||^2`` and ``r[idx] . u`` on fixed random coordinates with random signs. At ``step()`` the
+        same two of ``.grad`` give ``s = ||g|| / ||r||`` and ``s' = (g[idx] . u) / (r[idx] . u)``; a
+        scalar rescaling (global-norm clipping) makes them equal; value clipping, noise or sign flips
+        change the norm or the probed coordinates and make them differ (only a change that keeps the
+        norm and avoids every probed coordinate could pass; ``check_gradients=True`` checks fully).
+        """
+        before = self._grad_stats.get(pname)
+        if before is None:
             raise DualFormError(f"{pname}.grad was set outside autograd's backward pass; the dual form "
                                 "cannot account for it.")
-        grad = p.grad.detach()
-        if torch.equal(grad, raw):                      # not rescaled (the common case): no arithmetic
+        tensor, version = self._grad_version[pname]
+        if p.grad is tensor and p.grad._version == version:   # not modified since backward: no arithmetic
             return 1.0
-        g64, r64 = grad.reshape(-1).double(), raw.reshape(-1).double()
-        rr = float(torch.dot(r64, r64))
-        if rr == 0.0:
+        rr, ru = before.tolist()
+        gg, gu = self._stats(pname, p.grad).tolist()
+        if (gg == rr and gu == ru) or rr == 0.0:         # untouched (the common case) or zero gradient
             return 1.0
-        s = float(torch.dot(g64, r64)) / rr
-        resid = float(torch.linalg.vector_norm(g64 - s * r64))
-        if resid > _CLIP_TOL * rr ** 0.5:
+        s = (gg / rr) ** 0.5
+        s_proj = gu / ru if ru != 0.0 else s
+        if abs(s - s_proj) > 1e-3 * max(s, 1e-30):
             raise DualFormError(f"{pname}.grad was changed between backward() and step() by more than a scalar "
-                                f"factor (residual {resid / rr ** 0.5:.2e}); only global-norm scaling such as "
-                                "clip_grad_norm_ has an exact dual form (not clip_grad_value_ or noise).")
+                                f"factor (norm ratio {s:.4g} vs projection ratio {s_proj:.4g}); only global-norm "
+                                "scaling such as clip_grad_norm_ has an exact dual form (not clip_grad_value_, "
+                                "noise or sign flips).")
+        if self.check_gradients:                          # full check against the kept copy
+            raw = self._raw_grads[pname].double()
+            resid = float((p.grad.double() - s * raw).norm() / raw.norm())
+            if resid > 1e-5:
+                raise DualFormError(f"{pname}.grad is not a scalar multiple of autograd's gradient "
+                                    f"(relative residual {resid:.2e}); the dual form cannot represent it.")
         return s
 
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -298,9 +361,13 @@ class DualRecorder:
             values = None if self.keys_only else torch.cat([u.values for u in uses])   # (n, d_value)
             if self.check_gradients and not self.keys_only:
                 self._check_slots(spec, keys, values)
-            self._pending.slots.setdefault(spec.name, []).append(
-                (keys.float().cpu().numpy(), None if values is None else values.float().cpu().numpy(),
-                 meta.numpy()))
+            dt = self._store_dtype
+            if values is None:
+                entry = (keys.to("cpu", dt).numpy(), None, meta.numpy())
+            else:                                  # ||e_t|| from the fp32 values, before any fp16 cast
+                vnorm = torch.linalg.vector_norm(values.float(), dim=1)                   # (n,)
+                entry = (keys.to("cpu", dt).numpy(), values.to("cpu", dt).numpy(), meta.numpy(), vnorm.cpu().numpy())
+            self._pending.slots.setdefault(spec.name, []).append(entry)
         self._pending.steps.append(record)
 
     def _check_slots(self, spec: LayerSpec, keys: torch.Tensor, values: torch.Tensor) -> None:
@@ -316,28 +383,54 @@ class DualRecorder:
         self.step += 1
         self._uses = {s.name: [] for s in self.specs}
         self._raw_grads.clear()
+        self._grad_stats.clear()
+        self._grad_version.clear()
 
     # ------------------------------------------------------------------ commit
-    def flush(self) -> None:
-        """Commit pending steps as one shard per layer, plus a resume checkpoint."""
-        if not self._pending.steps:
-            return
+    def flush(self, wait: bool = False) -> None:
+        """Commit pending steps as one shard per layer, plus a resume checkpoint.
+
+        With ``async_writes`` the commit (concatenation, norms, writes, fsync, CRC, manifest) runs on
+        one background thread while training continues; commits stay in order, at most one is in
+        flight, and an error in it is raised here or in :meth:`close`. ``wait=True`` blocks until
+        everything is on disk.
+        """
+        if self._pending.steps:
+            pending, self._pending = self._pending, _Pending()
+            state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+            state.update({k: obj.state_dict() for k, obj in self.state_objects.items()})
+            if self._writer is None:
+                self._commit(pending, state)
+            else:
+                state = _snapshot(state)          # the live tensors keep changing while the thread saves
+                self._wait_for_writer()
+                self._inflight = self._writer.submit(self._commit, pending, state)
+        if wait:
+            self._wait_for_writer()
+
+    def _commit(self, pending: _Pending, state: dict[str, Any]) -> None:
         slots = {}
-        for name, parts in self._pending.slots.items():
-            slots[name] = (np.concatenate([p[0] for p in parts]),
-                           None if self.keys_only else np.concatenate([p[1] for p in parts]),
-                           np.concatenate([p[2] for p in parts]))
-        state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-        state.update({k: obj.state_dict() for k, obj in self.state_objects.items()})
-        self.store.append(self._pending.steps, slots, checkpoint=state)
-        self._pending = _Pending()
+        for name, parts in pending.slots.items():
+            cat = lambda i: np.concatenate([p[i] for p in parts])  # noqa: E731
+            slots[name] = ((cat(0), None, cat(2)) if self.keys_only                      # keys (n, d_key), meta (n, 6)
+                           else (cat(0), cat(1), cat(2), cat(3)))                         # + values, ||e_t||
+        self.store.append(pending.steps, slots, checkpoint=state)
+
+    def _wait_for_writer(self) -> None:
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            inflight.result()                     # re-raises a failed commit
 
     def close(self) -> DualStore:
-        """Flush and detach all hooks; returns the store."""
-        self.flush()
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+        """Flush, wait for the disk, detach all hooks; returns the store."""
+        try:
+            self.flush(wait=True)
+        finally:
+            for h in self._handles:
+                h.remove()
+            self._handles.clear()
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
         return self.store
 
     def __enter__(self) -> "DualRecorder":

@@ -265,14 +265,14 @@ class DualStore:
 
     # ------------------------------------------------------------------ writing
     def append(self, steps: list[dict[str, Any]],
-               slots: Mapping[str, tuple[np.ndarray, np.ndarray | None, np.ndarray]],
+               slots: Mapping[str, tuple[np.ndarray, ...]],
                checkpoint: Mapping[str, Any] | None = None) -> None:
         """Commit ``steps`` (consecutive, starting at :attr:`num_steps`) and their slots atomically.
 
         Args:
             steps: optimizer records of the new steps.
-            slots: ``{layer: (keys (n, d_key), values (n, d_value) or None, meta (n, 6))}``;
-                keys/values are cast to the store dtype, ``||e_t||`` is computed in fp32 first.
+            slots: ``{layer: (keys (n, d_key), values (n, d_value) or None, meta (n, 6)[, vnorm (n,)])}``;
+                keys/values are cast to the store dtype; ``||e_t||`` is computed in fp32 unless given.
             checkpoint: optional state (model/optimizer/...) saved for resume after these steps.
         """
         first = self.num_steps
@@ -284,7 +284,7 @@ class DualStore:
             raise StoreError(f"slots for unrecorded layers {sorted(unknown)}; layers are {self.layer_names}.")
         shard_no = len(self.manifest["shards"])
         new_entries = []
-        for name, (keys, values, meta) in slots.items():
+        for name, (keys, values, meta, *given_norm) in slots.items():
             spec = self.layers[name]
             n = keys.shape[0]
             if keys.shape != (n, spec.d_key) or meta.shape != (n, len(META_COLUMNS)):
@@ -292,6 +292,8 @@ class DualStore:
                                  f"(n, {spec.d_key}) / (n, {len(META_COLUMNS)}).")
             if self.keys_only:
                 vnorm = np.ones(n, np.float32)
+            elif given_norm:
+                vnorm = np.asarray(given_norm[0], np.float32).reshape(n)
             else:
                 if values is None or values.shape != (n, spec.d_value):
                     raise StoreError(f"layer {name}: values must have shape ({n}, {spec.d_value}).")

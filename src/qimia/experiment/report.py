@@ -30,6 +30,7 @@ class ArmSummary:
     throughput_mean: float
     throughput_std: float
     throughput_ratio: float
+    throughput_ratio_std: float
     seeds: int
 
 
@@ -49,14 +50,15 @@ class Summary:
         label = f"test {self.metric}{' (%)' if scale == 100 else ''}"
         lines = [
             f"| arm | width knob | parameters | vs {self.reference} | {label} ({better}) | "
-            f"throughput ({self.unit}/s) | throughput / {self.reference} | seeds |",
+            f"throughput ({self.unit}/s) | throughput / {self.reference} (per seed) | seeds |",
             "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for a in self.arms:
             lines.append(
                 f"| {a.name} | {a.knob}={a.knob_value} | {a.params:,} | {100 * a.param_gap:+.2f}% | "
                 f"{scale * a.metric_mean:.{2 if scale == 100 else 4}f} ± {scale * a.metric_std:.{2 if scale == 100 else 4}f} | "
-                f"{a.throughput_mean:,.0f} ± {a.throughput_std:,.0f} | {a.throughput_ratio:.2f} | {a.seeds} |"
+                f"{a.throughput_mean:,.0f} ± {a.throughput_std:,.0f} | {a.throughput_ratio:.2f} ± {a.throughput_ratio_std:.2f} | "
+                f"{a.seeds} |"
             )
         return "\n".join(lines)
 
@@ -70,7 +72,7 @@ def summarize(records: list[dict[str, Any]], arm_names: list[str], reference: st
     if reference not in arm_names:
         raise ValueError(f"no finished run of the reference arm {reference!r} yet.")
     by_arm = {name: [r for r in records if r["arm"] == name] for name in arm_names}
-    ref_throughput = _mean_std([r["throughput"] for r in by_arm[reference]])[0] if by_arm[reference] else float("nan")
+    ref_throughput = {r["seed"]: r["throughput"] for r in by_arm[reference]}
     arms = []
     for name in arm_names:
         runs = by_arm[name]
@@ -78,10 +80,12 @@ def summarize(records: list[dict[str, Any]], arm_names: list[str], reference: st
             continue
         m_mean, m_std = _mean_std([r["test"].get(f"test/{metric}", float("nan")) for r in runs])
         t_mean, t_std = _mean_std([r["throughput"] for r in runs])
+        # ratio to the reference run of the same seed (run back to back): robust to a shared machine's load
+        r_mean, r_std = _mean_std([r["throughput"] / ref_throughput[r["seed"]] for r in runs if r["seed"] in ref_throughput])
         target = runs[0]["target_params"]
         arms.append(ArmSummary(
             name, runs[0]["params"], (runs[0]["params"] - target) / target, runs[0]["knob"], runs[0]["knob_value"],
-            m_mean, m_std, t_mean, t_std, t_mean / ref_throughput, len(runs),
+            m_mean, m_std, t_mean, t_std, r_mean, r_std, len(runs),
         ))
     return Summary(metric, mode, unit, reference, arms)
 
@@ -95,7 +99,8 @@ def write_report(summary: Summary, records: list[dict[str, Any]], out_dir: Path,
         "",
         f"Test {summary.metric} of the final weights, mean ± std over seeds; parameter counts matched to "
         f"`{summary.reference}` through each model's width knob; training throughput ({summary.unit}/s, "
-        "forward + backward + update) measured in the same process, arms interleaved per seed.",
+        "forward + backward + update) measured in the same process, arms interleaved per seed; the ratio "
+        "is taken per seed against the reference run of the same seed (run back to back), then averaged.",
         "",
         summary.markdown(),
         "",
@@ -108,11 +113,11 @@ def write_report(summary: Summary, records: list[dict[str, Any]], out_dir: Path,
     with open(out_dir / "results.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["arm", "knob", "knob_value", "params", "param_gap", "metric", "mean", "std",
-                         "throughput_mean", "throughput_std", "unit", "throughput_ratio", "seeds"])
+                         "throughput_mean", "throughput_std", "unit", "throughput_ratio", "throughput_ratio_std", "seeds"])
         for a in summary.arms:
             writer.writerow([a.name, a.knob, a.knob_value, a.params, f"{a.param_gap:.6f}", f"test/{summary.metric}",
                              f"{a.metric_mean:.6f}", f"{a.metric_std:.6f}", f"{a.throughput_mean:.2f}",
-                             f"{a.throughput_std:.2f}", summary.unit, f"{a.throughput_ratio:.4f}", a.seeds])
+                             f"{a.throughput_std:.2f}", summary.unit, f"{a.throughput_ratio:.4f}", f"{a.throughput_ratio_std:.4f}", a.seeds])
     with open(out_dir / "runs.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["arm", "seed", "params", f"test/{summary.metric}", "throughput"])
@@ -141,7 +146,7 @@ def plot_learning_curves(records: list[dict[str, Any]], arm_names: list[str], me
             steps = np.array([s for s, _ in curves[0][:length]])
             values = np.array([[v for _, v in c[:length]] for c in curves])
             mean, std = values.mean(0), values.std(0)
-            ax.plot(steps, mean, label=name)
+            ax.plot(steps, mean, label=name, marker="o" if series == "val" else None, markersize=3)
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
     ax_val.set(xlabel="step", ylabel=f"validation {metric}", title="validation")
     ax_train.set(xlabel="step", ylabel="training loss", title="training", yscale="log")

@@ -8,6 +8,7 @@ from qimia.memory.ntm import NTM, NTMConfig, NTMState
 from qimia.memory.tasks import TASKS, make_task, sequence_metrics
 
 __all__ = [
-    "NTM", "NTMConfig", "NTMState", "DNC", "DNCConfig", "DNCState", "LSTMBaseline", "LSTMConfig", "TASKS", "make_task", "sequence_metrics",
+    "NTM", "NTMConfig", "NTMState", "DNC", "DNCConfig", "DNCState", "LSTMBaseline", "LSTMConfig",
+    "TASKS", "make_task", "sequence_metrics",
     "circular_shift", "content_weighting", "interpolate", "ntm_address", "sharpen", "read_memory", "write_memory",
 ]

@@ -137,7 +137,9 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - re-raised with a clear message
-        raise RuntimeError(f"cannot read checkpoint {path!s}: {err}. Pass resume= a file written by this trainer.") from err
+        raise RuntimeError(
+            f"cannot read checkpoint {path!s}: {err}. Pass resume= a file written by this trainer."
+        ) from err
     if not isinstance(ckpt, dict) or not {"model", "optimizer", "config", "step"} <= set(ckpt):
         raise RuntimeError(f"{path!s} is not a qimia memory checkpoint (missing model/optimizer/config/step)")
     return ckpt
@@ -175,20 +177,22 @@ def train(cfg: TrainConfig) -> dict:
 
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not cfg.progress,
                desc=f"{cfg.model}/{cfg.task}")
-    t0, run_bits, run_wrong, last_logged = time.perf_counter(), 0.0, 0.0, start
+    t0 = time.perf_counter() - (history["train"][-1]["seconds"] if history["train"] else 0.0)  # accumulates on resume
+    run_bits, run_wrong, last_logged = 0.0, 0.0, start
     for step in bar:
         length = int(torch.randint(cfg.min_len, cfg.max_len + 1, (1,), generator=gen))
         b = task.sample(cfg.batch_size, length, gen)
         logits = model(b.inputs.to(cfg.device))[0]
         m = sequence_metrics(logits, b.targets.to(cfg.device), b.mask.to(cfg.device))
+        loss = m.bits_per_sequence.item()
+        if not math.isfinite(loss):  # stop before the update; the last checkpoint stays intact
+            raise FloatingPointError(f"loss became {loss} at step {step + 1}; lower lr or clip_grad, then resume=")
         optimizer.zero_grad(set_to_none=True)
         m.bits_per_sequence.backward()
         if cfg.clip_grad > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
         optimizer.step()
-        if not math.isfinite(m.bits_per_sequence.item()):
-            raise FloatingPointError(f"loss became {m.bits_per_sequence.item()} at step {step + 1}; lower lr")
-        run_bits += m.bits_per_sequence.item()
+        run_bits += loss
         run_wrong += m.wrong_bits_per_sequence.item()
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.steps:

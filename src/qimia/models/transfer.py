@@ -11,6 +11,9 @@ and the standard recipes it is compared with, ``transfer_head`` and ``linear_pro
   of the base's blocks (the external slots) and the head's own slots.
 * ``transfer_head`` (``mixer="residual"``): the standard recipe, last-layer features + a small
   residual MLP head of the same size; ``linear_probe``: last-layer features + one linear layer.
+* ``concat_transfer_head`` (``features="all"``): the control that sees every block *without*
+  attention: ``u_0 = sum_i v_i``, a linear map of all pooled features concatenated, then the
+  residual MLP head.
 * Fine-tuning is any of them with ``freeze_base=False`` (the base then trains with the head).
 
 The base is any registry model (``base="qimia_resnet20"``, ``base_kwargs``, ``base_checkpoint``:
@@ -24,6 +27,7 @@ ResNets); ``tap_layers=[...]`` names other modules.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -127,34 +131,43 @@ class FeatureMemory(nn.Module):
         channels: feature sizes ``C_i`` of the ``N`` tapped features.
         dim: head width ``D``.
         heads, key_dim: the head container's key layout.
-        all_slots: project every feature (QIMIA heads); else only the last one.
+        all_slots: project every feature; else only the last one.
+        with_keys: give the projected features keys (a QIMIA head's external memory).
         learned_keys: keys ``K_i v_i`` (QIMIA); else ``RMSNorm(v_i)`` (the attention-residuals preset).
     """
 
     def __init__(
-        self, channels: Sequence[int], dim: int, *, heads: int, key_dim: int, all_slots: bool, learned_keys: bool = True
+        self,
+        channels: Sequence[int],
+        dim: int,
+        *,
+        heads: int,
+        key_dim: int,
+        all_slots: bool,
+        with_keys: bool,
+        learned_keys: bool = True,
     ) -> None:
         super().__init__()
         used = list(channels) if all_slots else [channels[-1]]
         self.values = nn.ModuleList(nn.Sequential(nn.LayerNorm(c), nn.Linear(c, dim)) for c in used)
         self.keys = None
-        if all_slots and learned_keys:
+        if all_slots and with_keys and learned_keys:
             self.keys = nn.ModuleList(nn.Linear(dim, heads * key_dim, bias=False) for _ in used)
-        self.key_norm = RMSNorm(key_dim, affine=False) if all_slots and not learned_keys else None
+        self.key_norm = RMSNorm(key_dim, affine=False) if all_slots and with_keys and not learned_keys else None
         self.heads, self.key_dim = heads, key_dim
 
-    def forward(self, features: Sequence[Tensor]) -> tuple[Tensor, DepthMemory | None]:
-        """Features -> (last-layer vector ``(B, D)``, memory of all ``N`` slots or ``None``)."""
-        all_slots = len(self.values) > 1 or self.keys is not None or self.key_norm is not None
-        used = features if all_slots else features[-1:]
+    def forward(self, features: Sequence[Tensor]) -> tuple[list[Tensor], DepthMemory | None]:
+        """Features -> (projected values ``N x (B, D)`` (only the last one unless ``all_slots``),
+        memory of all ``N`` slots for a QIMIA head or ``None``)."""
+        used = features if len(self.values) == len(features) else features[-1:]
         values = [proj(pool_features(f)) for proj, f in zip(self.values, used)]  # N x (B, D)
-        if not all_slots:
-            return values[-1], None
+        if self.keys is None and self.key_norm is None:
+            return values, None
         if self.keys is not None:
             keys = [k(v).unflatten(-1, (self.heads, self.key_dim)) for k, v in zip(self.keys, values)]  # (B, H, d_k)
         else:  # the attention-residuals preset: keys = RMSNorm(values)
             keys = [self.key_norm(v.unflatten(-1, (self.heads, self.key_dim))) for v in values]  # (B, 1, D)
-        return values[-1], DepthMemory(keys, values)
+        return values, DepthMemory(keys, values)
 
 
 class MLPBranch(nn.Module):
@@ -178,10 +191,14 @@ class TransferHead(RegistryModel):
         num_classes: classes of the new task.
         dim: head width ``D``; ``depth``: number of head blocks (``0``: a linear probe).
         mixer: the head's depth mixer; QIMIA-based mixers read the base's whole depth.
+        granularity: of the QIMIA head; the head's items are ``(B, D)`` vectors with no position
+            axes, so ``"layer"`` and ``"component"`` compute the same reads.
         tap_layers: base modules to tap (default :func:`default_layers`).
         freeze_base: keep the base fixed (no gradients, BatchNorm statistics in eval mode); when
             ``False`` (fine-tuning) the base trains, except for parameters the tapped features do
             not depend on (e.g. its classifier), which are frozen.
+        features: the head's input ``u_0``: ``"last"`` (``v_N``) or ``"all"`` (``sum_i v_i``, a
+            linear map of all tapped features concatenated: the all-layers control without attention).
     """
 
     task = "classification"
@@ -198,10 +215,12 @@ class TransferHead(RegistryModel):
         mlp_ratio: float = 2.0,
         dropout: float = 0.0,
         mixer: str = "qimia",
+        granularity: str = "layer",
         qimia_heads: int = 1,
         key_dim: int | None = 16,
         tap_layers: Sequence[str] | None = None,
         freeze_base: bool = True,
+        features: str = "last",
     ) -> None:
         super().__init__()
         check_mixer(mixer)
@@ -219,16 +238,21 @@ class TransferHead(RegistryModel):
         base.train(was_training)
         self._example = example_input[:1].detach().clone()
         self.num_features = len(channels)
+        if features not in ("last", "all"):
+            raise ValueError(f"features must be 'last' or 'all', got {features!r}.")
         reads_memory = is_qimia(mixer) and depth > 0
+        self.features = features
         heads = 1 if mixer == "attnres" else qimia_heads
         kd = dim // heads if mixer == "attnres" or key_dim is None else key_dim
-        self.memory = FeatureMemory(channels, dim, heads=heads, key_dim=kd, all_slots=reads_memory,
-                                    learned_keys=mixer != "attnres")
+        self.memory = FeatureMemory(
+            channels, dim, heads=heads, key_dim=kd, all_slots=reads_memory or features == "all",
+            with_keys=reads_memory, learned_keys=mixer != "attnres",
+        )
         self.mixer = None
         if depth > 0:
             blocks = [MLPBranch(dim, int(mlp_ratio * dim), dropout) for _ in range(depth)]
             structural = {"detach_external": False} if reads_memory else {}
-            self.mixer = build_mixer(mixer, blocks, dim, feature_dim=-1, granularity="layer",
+            self.mixer = build_mixer(mixer, blocks, dim, feature_dim=-1, granularity=granularity,
                                      qimia_heads=qimia_heads, key_dim=key_dim, **structural)
         self.norm = nn.LayerNorm(dim)
         self.fc = nn.Linear(dim, num_classes)
@@ -261,7 +285,9 @@ class TransferHead(RegistryModel):
         """Tapped base features -> logits ``(B, num_classes)``."""
         if len(features) != self.num_features:
             raise ValueError(f"expected {self.num_features} base features, got {len(features)}.")
-        u, memory = self.memory(features)  # (B, D)
+        values, memory = self.memory(features)  # N x (B, D)
+        # "all": sum_i W_i LN(pool(f_i)), a linear map of the concatenated features; "last": v_N.
+        u = torch.stack(values).sum(0) if self.features == "all" else values[-1]  # (B, D)
         if self.mixer is not None:
             kwargs = {"external": memory} if memory is not None else {}
             u = self.mixer(u, return_attention=False, **kwargs).output  # (B, D)
@@ -281,7 +307,13 @@ class TransferHead(RegistryModel):
 # ---------------------------------------------------------------------------------- building the base
 def _load_state_dict(path: str) -> dict[str, Tensor]:
     """A ``state_dict`` file, or a (Lightning) checkpoint holding one under ``"state_dict"``."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling refused, missing file, corrupt archive
+        raise ValueError(
+            f"cannot read the base checkpoint {path!r} with torch.load(weights_only=True): {err}. Save the base "
+            "with torch.save(model.state_dict(), path), or load a trusted checkpoint yourself and pass base=<module>."
+        ) from err
     if isinstance(obj, dict) and "state_dict" in obj:
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
@@ -332,6 +364,7 @@ TINY_TRANSFER = dict(base_kwargs={"width": 4}, dim=16, key_dim=4)
 @register_model("qimia_transfer_head", tiny=TINY_TRANSFER, defaults=dict(mixer="qimia"))
 @register_model("transfer_head", tiny=TINY_TRANSFER)
 @register_model("linear_probe", tiny=TINY_TRANSFER, defaults=dict(depth=0))
+@register_model("concat_transfer_head", tiny=TINY_TRANSFER, defaults=dict(features="all"))
 def transfer_head(
     *,
     base: str | nn.Module = "qimia_resnet20",
@@ -345,10 +378,12 @@ def transfer_head(
     mlp_ratio: float = 2.0,
     dropout: float = 0.0,
     mixer: str = "residual",
+    granularity: str = "layer",
     qimia_heads: int = 1,
     key_dim: int | None = 16,
     tap_layers: Sequence[str] | None = None,
     freeze_base: bool = True,
+    features: str = "last",
 ) -> TransferHead:
     """A head on ``base`` (registry name, ``"torchvision:<name>"`` or a module); see the module docstring.
 
@@ -356,7 +391,15 @@ def transfer_head(
     ``image_size`` it also shapes the probe input of a torchvision base.
     """
     model, example = build_base(base, base_kwargs, base_checkpoint, in_chans, image_size)
+    if freeze_base and base_checkpoint is None and isinstance(base, str):
+        warnings.warn(
+            f"transfer head on a frozen base {base!r} without base_checkpoint: the base keeps its random "
+            "initialisation. Pass base_checkpoint=<trained weights> for transfer learning.",
+            stacklevel=3,  # the caller of create_model
+        )
     return TransferHead(
         model, example, num_classes=num_classes, dim=dim, depth=depth, mlp_ratio=mlp_ratio, dropout=dropout,
-        mixer=mixer, qimia_heads=qimia_heads, key_dim=key_dim, tap_layers=tap_layers, freeze_base=freeze_base,
+        mixer=mixer, granularity=granularity, qimia_heads=qimia_heads, key_dim=key_dim, tap_layers=tap_layers,
+        freeze_base=freeze_base,
+        features=features,
     )

@@ -9,6 +9,8 @@
    * ``linear_probe``: frozen base, last-layer features + a linear layer;
    * ``transfer_head``: frozen base, last-layer features + a residual MLP head;
    * ``transfer_head (matched)``: the same with its width re-sized to the QIMIA head's count;
+   * ``concat_transfer_head``: frozen base, a linear map of *all* blocks' pooled features
+     (concatenated) + the residual MLP head: every block, no attention;
    * ``qimia_transfer_head``: frozen base, a QIMIA head reading every block of the base;
    * ``attnres_transfer_head``: the same reads with the attention-residuals preset (keys =
      RMSNorm(values), no key projections);
@@ -112,6 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "linear_probe": ("linear_probe", {"depth": 0}),
         "transfer_head": ("transfer_head", {}),
         "transfer_head (matched)": ("transfer_head", {"dim": matched.value}),
+        "concat_transfer_head": ("concat_transfer_head", {}),
         "qimia_transfer_head": ("qimia_transfer_head", {}),
         "attnres_transfer_head": ("transfer_head", {"mixer": "attnres"}),
         "fine_tune": ("transfer_head", {"freeze_base": False}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import statistics
 import time
 from typing import Any
 
@@ -20,7 +21,8 @@ def batch_items(batch: Any, unit: str) -> int:
 
 class Throughput(L.Callback):
     """Items per second of the optimisation steps (forward, backward, update; data loading
-    excluded), measured after ``warmup`` steps.
+    excluded): items per step over the *median* step time after ``warmup`` steps, so a stall
+    caused by another process on a shared machine does not swing the estimate.
 
     Args:
         unit: ``"samples"`` (images) or ``"tokens"`` (language models).
@@ -31,7 +33,9 @@ class Throughput(L.Callback):
         if unit not in ("samples", "tokens"):
             raise ValueError(f"unit must be 'samples' or 'tokens', got {unit!r}.")
         self.unit, self.warmup = unit, warmup
-        self.items, self.seconds, self.steps = 0, 0.0, 0
+        self.steps = 0
+        self.seconds: list[float] = []  # per measured step
+        self.items: list[int] = []
         self._start = 0.0
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
@@ -41,13 +45,15 @@ class Throughput(L.Callback):
         elapsed = time.perf_counter() - self._start
         self.steps += 1
         if self.steps > self.warmup:
-            self.items += batch_items(batch, self.unit) * trainer.world_size
-            self.seconds += elapsed
+            self.items.append(batch_items(batch, self.unit) * trainer.world_size)
+            self.seconds.append(elapsed)
 
     @property
     def per_second(self) -> float:
-        """Measured items per second (NaN before ``warmup`` steps have passed)."""
-        return self.items / self.seconds if self.seconds > 0 else float("nan")
+        """Median items per step over median seconds per step (NaN before ``warmup`` steps)."""
+        if not self.seconds:
+            return float("nan")
+        return statistics.median(self.items) / statistics.median(self.seconds)
 
 
 class MetricHistory(L.Callback):
