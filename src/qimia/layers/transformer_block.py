@@ -8,12 +8,12 @@ what to do with the update: :class:`~qimia.layers.residual.ResidualStack` adds i
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from qimia.layers.attention_ops import causal_mask, manual_attention
 
 
 @dataclass
@@ -49,11 +49,8 @@ class SelfAttention(nn.Module):
         if self.fused:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)  # (B, H, T, Dh)
         else:
-            logits = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, T, T)
-            if self.causal:
-                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
-                logits = logits.masked_fill(mask, float("-inf"))
-            y = F.dropout(logits.softmax(-1), p) @ v  # (B, H, T, Dh)
+            mask = causal_mask(T, x.device) if self.causal else None
+            y, _ = manual_attention(q, k, v, mask, p, self.training)  # (B, H, T, Dh)
         y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
         return self.proj(y)
 
