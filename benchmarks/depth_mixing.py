@@ -9,7 +9,12 @@ step is reported too.
     python benchmarks/depth_mixing.py                      # CPU: d=128, T=128, B=4
     python benchmarks/depth_mixing.py --device cuda        # GPU: d=512, T=1024, B=8, bf16
 
-Writes ``benchmarks/results/depth_mixing_<device>.json`` and ``.md``.
+``qimia-layer`` pools keys over the whole sequence (one read per sample, the fused SDPA path);
+``qimia-layer-causal`` pools with a running mean, as a causal LM must, which makes its reads
+per position like ``qimia-component``. Timing does not depend on what the blocks compute, so
+both are measured on the same causal blocks.
+
+Writes ``benchmarks/results/depth_mixing_<device>[_<tag>].json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ GOALS = {  # at depth 24, relative to residual
 }
 VARIANTS = {
     "residual": ("residual", {}),
-    "qimia-layer": ("qimia", {"granularity": "layer", "causal": True, "heads": 4}),
+    "qimia-layer": ("qimia", {"granularity": "layer", "heads": 4}),
+    "qimia-layer-causal": ("qimia", {"granularity": "layer", "causal": True, "heads": 4}),
     "qimia-component": ("qimia", {"granularity": "component", "heads": 4}),
     "attnres": ("attnres", {}),
     "dwa": ("dwa", {}),
@@ -175,9 +181,13 @@ def main() -> None:
     parser.add_argument("--seq", type=int)
     parser.add_argument("--batch", type=int)
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--tag", default="", help="suffix of the result files, e.g. d512")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     gpu = args.device.startswith("cuda")
     defaults = dict(dim=512, heads=8, seq=1024, batch=8, bf16=True) if gpu else dict(dim=128, heads=4, seq=128, batch=4, bf16=False)
     for key, value in defaults.items():
@@ -185,7 +195,7 @@ def main() -> None:
             setattr(args, key, value)
     result = measure(args)
     RESULTS.mkdir(exist_ok=True)
-    tag = "cuda" if gpu else "cpu"
+    tag = ("cuda" if gpu else "cpu") + (f"_{args.tag}" if args.tag else "")
     (RESULTS / f"depth_mixing_{tag}.json").write_text(json.dumps(result, indent=2))
     table = markdown(result)
     (RESULTS / f"depth_mixing_{tag}.md").write_text(table)

@@ -79,7 +79,8 @@ def _run(command: str, argv: Sequence[str]) -> int:
             from qimia.experiment.compare import StaleResultsError, compare
 
             try:
-                compare(cfg)
+                shown = [a for a in argv if a not in ("compare.report_only=true", "--cfg")]
+                compare(cfg, command=" ".join(["qimia compare", *shown]))
             except StaleResultsError as err:
                 raise ConfigError(str(err)) from err
     except USER_ERRORS as err:

@@ -76,9 +76,13 @@ def _write_json(path: Path, record: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def compare(cfg: DictConfig) -> Summary | None:
+def compare(cfg: DictConfig, *, command: str | None = None) -> Summary | None:
     """Run (or resume) the comparison of ``cfg`` and write its report; returns the summary
-    (``None`` on the non-zero ranks of a distributed run)."""
+    (``None`` on the non-zero ranks of a distributed run).
+
+    Args:
+        command: the command line to quote in ``results.md`` (default: the experiment's ``command``).
+    """
     if cfg.seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
     out_dir = Path(cfg.compare.out_dir)
@@ -132,7 +136,7 @@ def compare(cfg: DictConfig) -> Summary | None:
     if not records:
         raise FileNotFoundError(f"no finished runs of this config in {runs_dir} (compare.report_only=true).")
     summary = summarize(records, [a.name for a in arms], reference.name)
-    write_report(summary, records, out_dir, title=cfg.name, command=cfg.command)
+    write_report(summary, records, out_dir, title=cfg.name, command=command or cfg.command)
     print(summary.markdown())
     print(f"[compare] wrote {out_dir}/results.md, results.csv, runs.csv, learning_curves.png, depth_attention.png")
     return summary

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from qimia.experiment.build import build_datamodule, build_net, build_task, build_trainer
+from qimia.experiment.build import build_datamodule, build_net, build_task, build_trainer, model_kwargs
 from qimia.params import count_parameters
 from qimia.training import MetricHistory, RNGState, Throughput
 
@@ -100,8 +100,6 @@ def run_training(
         test = {k: float(v) for k, v in metrics.items()}
     if keep is not None:
         keep.update(datamodule=datamodule, net=net, module=module, trainer=trainer)
-    from qimia.experiment.build import model_kwargs
-
     return RunResult(
         test=test,
         monitor=module.monitor,
