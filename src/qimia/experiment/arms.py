@@ -8,7 +8,6 @@ sweep, layer vs component, ...). Every arm but the reference has its width knob 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,8 +87,6 @@ def match_arms(model_name: str, base_kwargs: dict[str, Any], arms: list[Arm], re
         value = kwargs.get(knob, model_defaults(model_name).get(knob))
         model = build(arm.overrides)
         multiple = int(getattr(model, "width_multiple", 1))
-        if kwargs.get("mixer") == "qimia":  # QIMIA heads split every container's width
-            multiple = math.lcm(multiple, int(kwargs.get("qimia_heads") or 1))
         if match and arm is not reference:
             unit = max(1, value // multiple)
 

@@ -230,6 +230,8 @@ class ResNet(RegistryModel):
             )
         if config.cross_stage and config.mixer != "qimia":
             raise ValueError(f"cross_stage=True needs mixer='qimia' (got {config.mixer!r}).")
+        # QIMIA heads split every stage's channels, so the width must be a multiple of them.
+        self.width_multiple = config.qimia_heads if config.mixer == "qimia" else 1
         if config.width < 1 or any(n < 1 for n in config.layers):
             raise ValueError(f"width and every stage's block count must be >= 1, got {config}.")
         self.config = config

@@ -222,7 +222,7 @@ def explain_prompt(model: LinearLSTM, store: DualStore, text: str, stoi: dict[st
 
 def to_markdown(report: dict) -> str:
     cfg = report["config"]
-    lines = [f"# LSTM LM dual-form report", "",
+    lines = ["# LSTM LM dual-form report", "",
              f"Corpus: {cfg['text'] or cfg['dataset']} ({report['corpus_chars']} chars, vocab {report['vocab']}); "
              f"LSTM E={cfg['embed']} H={cfg['hidden']}, {cfg['steps']} SGD steps (lr {cfg['lr']}, clip {cfg['clip']}), "
              f"batch {cfg['batch_size']} x {cfg['seq_len']} chars; loss {report['loss_first_last'][0]:.3f} -> "
