@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import logging
 import warnings
 
 import pytest
 import torch
 from torch import nn
 
+from qimia.attention import jacobian
 from qimia.attention.jacobian import input_jacobian, sensitivity_map, sequential_jacobian
 
 
@@ -85,3 +87,36 @@ def test_falls_back_when_vmap_fails():
 def test_bad_method():
     with pytest.raises(ValueError, match="unknown method"):
         input_jacobian(nn.Linear(2, 2), torch.randn(1, 2), "magic")
+
+
+class TinyLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm, self.out = nn.LSTM(2, 4, batch_first=True), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.out(self.lstm(x)[0])
+
+
+def test_lstm_batching_rule_fallback_is_logged_once_and_exact(caplog, monkeypatch):
+    monkeypatch.setattr(jacobian, "_LOGGED_OPS", set())  # "once per process": start from a fresh process state
+    torch.manual_seed(0)
+    model, x = TinyLSTM(), torch.randn(2, 4, 2)  # float32: the CPU LSTM then runs aten::mkldnn_rnn_layer
+    with caplog.at_level(logging.WARNING, logger="qimia.attention.jacobian"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's own batching-rule warning must not leak out as a warning
+        jac = input_jacobian(model, x, "vmap")
+        input_jacobian(model, x, "auto")
+    logged = [r for r in caplog.records if "no batching rule" in r.getMessage()]
+    assert len(logged) == 1 and "aten::mkldnn_rnn_layer" in logged[0].getMessage()
+    assert logged[0].levelno == logging.WARNING
+    torch.testing.assert_close(jac, input_jacobian(model, x, "loop"), atol=1e-6, rtol=1e-5)
+
+
+def test_unrelated_warnings_inside_vmap_are_passed_on():
+    class Warns(nn.Module):
+        def forward(self, x):
+            warnings.warn("user-level warning from the model", RuntimeWarning)
+            return x * 2
+
+    with pytest.warns(RuntimeWarning, match="user-level warning"):
+        input_jacobian(Warns(), torch.randn(2, 3), "vmap")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -109,3 +111,29 @@ def test_ram_runs_on_translated_digits(tmp_path):
     res = train_ram(RAMTrainConfig(data="digits", translated=True, canvas=16, epochs=1, train_limit=64, patch=4,
                                    scales=3, hidden=16, glimpses=3, progress=False, out=str(tmp_path)))
     assert 0.0 <= res["test_error"] <= 1.0 and res["curve"][0]["epoch"] == 1
+
+
+def test_ram_resume_rejects_mismatched_config_and_corrupt_file(tmp_path):
+    small = dict(data="digits", epochs=1, train_limit=64, patch=4, scales=1, hidden=16, glimpses=2, progress=False,
+                 out=str(tmp_path))
+    train_ram(RAMTrainConfig(**small))
+    ckpt = str(tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="checkpoint has hidden=16 but this run asks hidden=32"):
+        train_ram(RAMTrainConfig(**{**small, "epochs": 2, "hidden": 32, "resume": ckpt}))
+    with pytest.raises(ValueError, match="checkpoint has glimpses=2"):  # same parameters, different policy
+        train_ram(RAMTrainConfig(**{**small, "epochs": 2, "glimpses": 3, "resume": ckpt}))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="cannot read checkpoint"):
+        train_ram(RAMTrainConfig(**{**small, "epochs": 2, "resume": str(bad)}))
+    torch.save({"model": {}}, bad)
+    with pytest.raises(RuntimeError, match="not a qimia RAM checkpoint"):
+        train_ram(RAMTrainConfig(**{**small, "epochs": 2, "resume": str(bad)}))
+    assert [c["epoch"] for c in json.loads((tmp_path / "results.json").read_text())["curve"]] == [1]  # kept
+
+
+def test_ram_config_rejects_non_positive_sizes():
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        RAMTrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="glimpses must be >= 1"):
+        RAMTrainConfig(glimpses=0)

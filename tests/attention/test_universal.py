@@ -21,12 +21,35 @@ def test_halting_weights_sum_to_one_and_ponder_cost_is_n_plus_r():
     torch.testing.assert_close(info.halting_weights.sum(0), torch.ones(4, 9))
     torch.testing.assert_close(info.ponder_cost, info.steps + info.remainders)
     assert torch.all((info.remainders > 0) & (info.remainders <= 1))
-    # N is the first step whose cumulative halting probability passes 1 - eps (or the last step)
     lam = info.halting_weights  # (S, B, T)
     n = info.steps.long()
-    assert torch.all(lam[n.clamp(max=lam.shape[0]) - 1 == torch.arange(lam.shape[0])[:, None, None]] >= 0)
     after = torch.arange(lam.shape[0])[:, None, None] >= n[None]
     assert torch.all(lam[after] == 0)
+
+
+def test_halting_weights_are_p_before_n_and_the_remainder_at_n():
+    model = ut(max_steps=6)
+    with torch.no_grad():
+        model.halting.weight.normal_(0, 0.5)
+    probs = []  # p^t of every step, (B, T) each
+    handle = model.halting.register_forward_hook(lambda m, i, o: probs.append(torch.sigmoid(o).squeeze(-1)))
+    _, info = model(torch.randint(0, 7, (4, 9)))
+    handle.remove()
+    lam, n = info.halting_weights, info.steps.long()  # (S, B, T), (B, T)
+    p = torch.stack(probs)  # (S, B, T)
+    assert len(n.unique()) > 1  # positions halt at different steps, so the check below sees several N
+    step = torch.arange(lam.shape[0])[:, None, None]  # (S, 1, 1), 0-based: step t is lambda^{t+1}
+    before = step < (n - 1)[None]  # t < N
+    torch.testing.assert_close(lam[before], p[before])  # lambda^t = p^t for t < N
+    lam_n = lam.gather(0, (n - 1)[None]).squeeze(0)  # (B, T): lambda^N
+    torch.testing.assert_close(lam_n, info.remainders)  # lambda^N = R
+    torch.testing.assert_close(info.remainders, 1 - (p * before).sum(0))  # R = 1 - sum_{t<N} p^t
+    # N is the first step whose cumulative halting probability reaches 1 - eps (or the last step)
+    threshold = 1 - model.config.act_epsilon
+    cum = p.cumsum(0)  # (S, B, T)
+    assert torch.all(cum[before] < threshold)
+    cum_n = cum.gather(0, (n - 1)[None]).squeeze(0)
+    assert torch.all((cum_n >= threshold) | (n == model.config.max_steps))
 
 
 def test_act_equations_by_hand():

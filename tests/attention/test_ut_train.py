@@ -46,3 +46,23 @@ def test_cli_subcommands(tmp_path, capsys):
     assert main(["ram", "glimpsez=3"]) == 2
     assert "valid keys" in capsys.readouterr().err
     assert main(["--help"]) == 0
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(max_len=10, test_len=10), "test_len must be > max_len"),  # would crash in the final evaluate()
+    (dict(max_len=10, test_len=7), "test_len must be > max_len"),
+    (dict(min_len=8, max_len=5, test_len=9), "min_len <= max_len"),
+    (dict(steps=0), "steps must be >= 1"),
+    (dict(batch_size=0), "batch_size must be >= 1"),
+    (dict(min_len=0), "min_len must be >= 1"),
+    (dict(vocab=1), "vocab must be >= 2"),
+])
+def test_config_rejects_bad_lengths_and_sizes(kw, match):
+    with pytest.raises(ValueError, match=match):
+        UTTrainConfig(**kw)
+
+
+def test_cli_reports_bad_test_len_before_training(tmp_path, capsys):
+    assert main(["ut", "max_len=6", "test_len=6", "progress=false", f"out={tmp_path}"]) == 2
+    assert "test_len must be > max_len" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # rejected up front: nothing trained, nothing written

@@ -38,6 +38,10 @@ def test_natural_images_from_folder(tmp_path):
     x, _ = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 16, 16) and 0 <= x.min() and x.max() <= 1
     assert len(dm.val_set) == 2 * 3  # a 40x50 image holds a 2x3 grid of 16-pixel patches
+    train, val, test = dm._splits()
+    assert (len(train), len(val), len(test)) == (3, 1, 1)  # disjoint: no image in two splits
+    ids = [{im.data_ptr() for im in split} for split in (train, val, test)]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
     wrapped = DenoisingDataModule(dm, sigma=0.1, batch_size=4)
     assert wrapped.net_kwargs == {"in_chans": 3}
 

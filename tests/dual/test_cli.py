@@ -25,7 +25,13 @@ def test_mnist_digits_end_to_end_and_verify(tmp_path, capsys):
     assert len(res["seeds"]) == 1 and set(res["aggregate"]) == {"contribution", "key"}
     assert (out / "example_contribution_0.png").exists() and (out / "example_key_0.png").exists()
     assert "APPROXIMATE" in (out / "table1.md").read_text()
+    written = (out / "table1.md").read_text()
+    (out / "table1.md").write_text("stale")
+    assert main(["mnist", "--report-only", "--out", str(out)]) == 0               # from table1.json alone
+    assert (out / "table1.md").read_text() == written
     capsys.readouterr()
+    assert main(["mnist", "--report-only", "--out", str(tmp_path / "nothing")]) == 2
+    assert "table1.json does not exist" in capsys.readouterr().err
     assert main(["verify", str(stores / "seed0")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["steps"] == 20
@@ -66,3 +72,14 @@ def test_lm_on_local_text(tmp_path, capsys):
 def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
     assert main(["verify", str(tmp_path / "missing")]) == 2
     assert "no dual-form store" in capsys.readouterr().err
+
+
+def test_mnist_config_has_no_unused_fields():
+    from dataclasses import fields
+
+    from qimia.dual.experiments.mnist import MnistConfig
+
+    assert "extra" not in {f.name for f in fields(MnistConfig)}
+    with pytest.raises(TypeError, match="extra"):
+        MnistConfig(extra={"x": 1})
+    assert {f.name for f in fields(MnistConfig)} >= {"steps", "lr", "seeds"}

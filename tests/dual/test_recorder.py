@@ -154,3 +154,98 @@ def test_lightning_callback_is_exact(tmp_path, blobs, helpers):
         assert helpers.rel_err(W, mod.weight) <= 1e-5 and helpers.rel_err(b, mod.bias) <= 1e-5
     with pytest.raises(TypeError, match="unknown DualRecorderCallback arguments"):
         DualRecorderCallback("x", batch_meta=None, bogus=1)
+
+
+def _skip_step_loop(model: nn.Module, opt: torch.optim.Optimizer, rec: DualRecorder, x: torch.Tensor,
+                    y: torch.Tensor, order: str, steps: int = 4, skip: int = 1) -> None:
+    """SGD loop whose step ``skip`` runs forward and backward but never calls ``opt.step()``."""
+    g = torch.Generator().manual_seed(0)
+    for step in range(steps):
+        idx = torch.randint(0, len(x), (8,), generator=g)
+        rec.set_batch(idx, labels=y[idx])
+        if order == "zero_first":
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+        elif order == "forward_first":        # forward, then zero_grad, then backward
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+        else:                                 # model.zero_grad(set_to_none=False)
+            model.zero_grad(set_to_none=False)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+        loss.backward()
+        if step == skip:                      # e.g. a non-finite loss or a GradScaler skip
+            continue
+        opt.step()
+
+
+@pytest.mark.parametrize("order", ["zero_first", "forward_first", "model_zero_grad"])
+def test_backward_without_step_is_not_recorded(tmp_path, helpers, order):
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 5), torch.randint(0, 3, (64,))
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    rec = DualRecorder(model, opt, str(tmp_path / "s"))
+    _skip_step_loop(model, opt, rec, x, y, order)
+    store = rec.close()
+    assert store.num_steps == 3 and store.num_slots(0) == 3 * 8
+    for i, mod in enumerate([model[0], model[2]]):
+        W, b = reconstruct_layer(store, i)
+        assert helpers.rel_err(W, mod.weight) <= 1e-6 and helpers.rel_err(b, mod.bias) <= 1e-6
+    assert "zero_grad" not in vars(opt) and "zero_grad" not in vars(model)     # unwrapped by close()
+
+
+def test_discarded_uses_keep_use_numbering(tmp_path, blobs, helpers):
+    x, y = blobs
+    seq = x[:, :10].reshape(200, 2, 5)                                # (B, T=2, d_in=5)
+    model = helpers.TinyCell()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    rec = DualRecorder(model, opt, str(tmp_path / "s"), check_gradients=True)
+    _skip_step_loop(model, opt, rec, seq, y, "forward_first")
+    store = rec.close()
+    assert store.meta("cell")[:, 4].tolist() == ([0] * 8 + [1] * 8) * 3
+    W, _ = reconstruct_layer(store, "cell")
+    assert helpers.rel_err(W, model.cell.weight) <= 1e-6
+
+
+def test_training_in_eval_mode_is_recorded(tmp_path, blobs, helpers):
+    x, y = blobs
+    model = helpers.mlp().eval()
+    rec = helpers.train_recorded(model, torch.optim.SGD(model.parameters(), lr=0.1), tmp_path / "s", x, y, steps=4)
+    assert rec.store.num_slots(0) == 4 * 16
+    W, _ = reconstruct_layer(rec.store, 0)
+    assert helpers.rel_err(W, model[0].weight) <= 1e-6
+
+
+def test_gradient_without_recorded_forward_is_refused(tmp_path, blobs, helpers):
+    x, y = blobs
+    model = helpers.mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    rec = DualRecorder(model, opt, str(tmp_path / "s"))
+    with rec.paused():
+        loss = F.cross_entropy(model(x[:8]), y[:8])
+    loss.backward()
+    with pytest.raises(DualFormError, match="none of its forward passes was recorded"):
+        opt.step()
+    rec.close()
+
+
+def test_unused_layer_with_zeroed_gradient_is_a_zero_update(tmp_path, helpers):
+    """Multi-head training with ``zero_grad(set_to_none=False)``: the idle head still decays."""
+    torch.manual_seed(0)
+    trunk, heads = nn.Linear(6, 8), nn.ModuleList([nn.Linear(8, 3), nn.Linear(8, 3)])
+    model = nn.ModuleDict({"trunk": trunk, "heads": heads})
+    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, weight_decay=1e-2)
+    rec = DualRecorder(model, opt, str(tmp_path / "s"))
+    x, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
+    for step in range(6):
+        head = 1 if step % 3 == 2 else 0           # head 1 idle in most steps, head 0 every third
+        idx = torch.arange(8) + 4 * step
+        rec.set_batch(idx, labels=y[idx], task=head)
+        opt.zero_grad(set_to_none=False)
+        F.cross_entropy(heads[head](torch.relu(trunk(x[idx]))), y[idx]).backward()
+        opt.step()
+    store = rec.close()
+    for name in ["trunk", "heads.0", "heads.1"]:
+        W, b = reconstruct_layer(store, name)
+        mod = model.get_submodule(name)
+        assert helpers.rel_err(W, mod.weight) <= 1e-6 and helpers.rel_err(b, mod.bias) <= 1e-6

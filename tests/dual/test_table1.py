@@ -36,6 +36,20 @@ def test_table1_matches_manual_computation(tmp_path, blobs, helpers):
     assert "APPROXIMATE" in md and "| layer2 |" in md
 
 
+def test_no_duplicate_column_for_right_predictions(tmp_path, blobs, helpers):
+    """Where the model is right its output is the target: "= output (model right)" would repeat a column."""
+    x, y = blobs
+    model = helpers.mlp()
+    rec = helpers.train_recorded(model, torch.optim.SGD(model.parameters(), lr=0.05), tmp_path / "s", x, y,
+                                 steps=5)
+    row = table1(model, rec.store, x[:40], y[:40], 3, scores=("key",))["key"]["layer0"]
+    assert "output_right" not in row and "target_right" in row
+    md = to_markdown(aggregate([{"layer0": row}]), 1, "key")
+    header, sep, line = md.splitlines()[2:5]
+    assert "| =output (model right) |" not in header
+    assert header.count("|") == sep.count("|") == line.count("|") == 8
+
+
 def test_plot_example_writes_png(tmp_path):
     topk = {"layer0": torch.rand(3, 50).sort(1, descending=True).values}
     totals = {"layer0": torch.rand(3)}

@@ -74,3 +74,27 @@ def test_cli_train_and_unknown_key(tmp_path, capsys):
     assert main(["train", "bogus=1"]) == 2
     assert "valid keys" in capsys.readouterr().err
     assert main(["nope"]) == 2
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(eval_every=0), "eval_every must be >= 1"),  # was a ZeroDivisionError after step 1
+    (dict(steps=0), "steps must be >= 1"),
+    (dict(batch_size=-1), "batch_size must be >= 1"),
+    (dict(eval_batch=0), "eval_batch must be >= 1"),
+    (dict(memory_slots=0), "memory_slots must be >= 1"),
+    (dict(read_heads=0), "read_heads must be >= 1"),
+    (dict(min_len=-2), "min_len must be >= 0"),
+    (dict(lr=0.0), "lr must be > 0"),
+    (dict(clip_grad=-1.0), "clip_grad must be >= 0"),
+    (dict(eval_lengths=[40, 0]), "eval_lengths must all be >= 1"),
+    (dict(controller="gru"), "unknown controller"),
+])
+def test_config_rejects_non_positive_sizes(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)
+
+
+def test_cli_rejects_eval_every_zero(tmp_path, capsys):
+    assert main(["train", "eval_every=0", "steps=2", "progress=false", f"out={tmp_path / 'run'}"]) == 2
+    assert "eval_every must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

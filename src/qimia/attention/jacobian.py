@@ -7,27 +7,51 @@ class-specific row a saliency map). For an RNN mapping ``x_1..x_T`` to ``y_1..y_
 *sequential Jacobian* ``d y_t / d x_{t'}`` shows which past inputs the output at ``t`` uses.
 
 :func:`input_jacobian` uses ``torch.func.vmap(torch.func.jacrev(f))`` (per-sample Jacobians in
-one batched call). Some modules cannot be vmapped (data-dependent Python control flow,
-``.item()``, some fused kernels); then it falls back to one reverse pass per output element
-(a loop over outputs, never over the batch), which is exact when batch elements do not interact
-(put the model in ``eval()`` mode: batch-norm statistics would couple them).
+one batched call). Two ways this degrades, both made visible:
+
+* an op without a vmap batching rule (``nn.LSTM`` on CPU: ``aten::mkldnn_rnn_layer``) makes torch
+  run that op one sample at a time inside vmap: still exact, slower. Logged once per op
+  (``logging.WARNING`` on ``qimia.attention.jacobian``).
+* a module vmap cannot trace at all (data-dependent Python control flow, ``.item()``; ``nn.RNN``
+  in torch 2.14) raises; ``method="auto"`` then warns (``UserWarning``) and falls back to one
+  reverse pass per output element (a loop over outputs, never over the batch), which is exact
+  when batch elements do not interact (put the model in ``eval()`` mode: batch-norm statistics
+  would couple them).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import warnings
 
 import torch
 from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+# torch's BatchedFallback warning: "... we have not yet implemented the batching rule for aten::mkldnn_rnn_layer ..."
+_NO_BATCHING_RULE = re.compile(r"batching rule for (\S+?)\.?(?:\s|$)")
+_LOGGED_OPS: set[str] = set()
 
 
 def _jacobian_vmap(model: nn.Module, x: Tensor) -> Tensor:
     def single(xi: Tensor) -> Tensor:
         return model(xi.unsqueeze(0)).squeeze(0)
 
-    with warnings.catch_warnings():  # e.g. "not yet implemented the batching rule for aten::mkldnn_rnn_layer"
-        warnings.filterwarnings("ignore", message=".*batching rule.*")
-        return torch.func.vmap(torch.func.jacrev(single))(x)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        jac = torch.func.vmap(torch.func.jacrev(single))(x)
+    for w in caught:
+        match = _NO_BATCHING_RULE.search(str(w.message))
+        if match is None:  # not ours to judge: hand it on unchanged
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        elif match.group(1) not in _LOGGED_OPS:  # once per op and process, as a log line (not a warning)
+            _LOGGED_OPS.add(match.group(1))
+            logger.warning(
+                "input_jacobian: torch.func.vmap has no batching rule for %s, so torch runs that op one sample "
+                "at a time inside vmap (exact, but slower). This happens for nn.LSTM on CPU; method='loop' "
+                "(one backward pass per output element) can be faster for long sequences.", match.group(1))
+    return jac
 
 
 def _jacobian_loop(model: nn.Module, x: Tensor) -> Tensor:

@@ -4,7 +4,8 @@
   maps ``|d f_c / d x|`` of test images (``sensitivity.png``).
 * ``kind=rnn``: an LSTM trained to output its input from ``lag`` steps earlier; saves the
   sequential Jacobian ``||d y_t / d x_t'||`` as a ``T x T`` heat map (``sequential_jacobian.png``),
-  where the learned delay shows as a band ``lag`` below the diagonal.
+  where the learned delay shows as a band ``lag`` below the diagonal. ``seq_len`` and ``lag``
+  belong to this kind only (defaults 20 and 5); giving them with ``kind=classifier`` is an error.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from torch import nn
 from qimia.attention.jacobian import plot_heatmap, sensitivity_map, sequential_jacobian
 
 
+RNN_DEFAULTS = {"seq_len": 20, "lag": 5}
+
+
 @dataclass
 class JacobianConfig:
     kind: str = "rnn"  # classifier | rnn
     steps: int = 600
-    seq_len: int = 20
-    lag: int = 5
+    seq_len: int | None = None  # rnn only (default 20); an error for kind=classifier
+    lag: int | None = None  # rnn only (default 5): the delay the LSTM learns
     hidden: int = 32
     seed: int = 0
     out: str = "runs/memory/jacobian"
@@ -33,6 +37,19 @@ class JacobianConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("classifier", "rnn"):
             raise ValueError(f"unknown kind {self.kind!r}; choose classifier or rnn")
+        if self.steps < 1 or self.hidden < 1:
+            raise ValueError(f"steps and hidden must be >= 1, got steps={self.steps}, hidden={self.hidden}")
+        if self.kind == "classifier":
+            given = [k for k in RNN_DEFAULTS if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} to kind=rnn "
+                                 "(the classifier is an MLP on 8x8 digits); drop them or pass kind=rnn")
+            return
+        for key, default in RNN_DEFAULTS.items():
+            if getattr(self, key) is None:
+                setattr(self, key, default)
+        if not 0 <= self.lag < self.seq_len:
+            raise ValueError(f"need 0 <= lag < seq_len, got lag={self.lag}, seq_len={self.seq_len}")
 
 
 class DelayRNN(nn.Module):

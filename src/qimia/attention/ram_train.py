@@ -8,7 +8,8 @@ by default) and, if it is missing, falls back to ``torchvision.datasets.MNIST(do
 ``translated=true`` places each digit at a random position of a ``canvas x canvas`` image, a new
 position each epoch (seeded; works with either data set). ``data=digits`` uses
 ``sklearn.datasets.load_digits`` (8x8, offline; for tests). Test error uses the policy mean (no
-sampling). Checkpoints every epoch; ``resume=<path>`` continues.
+sampling). Checkpoints every epoch; ``resume=<path>`` continues (the checkpoint is read with
+:func:`qimia.memory.train.load_checkpoint` and must match this run on ``RAM_RESUME_KEYS``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ import torch
 from torch import Tensor
 
 from qimia.attention.ram import RAMConfig, RecurrentAttentionModel, ram_loss, translate_digits
+from qimia.memory.train import check_resume_config, load_checkpoint
 
 DEFAULT_MNIST = "/work/shared/data/mnist.pkl.gz"
+# a resumed run must match the checkpoint on these (model shape, glimpse policy and data)
+RAM_RESUME_KEYS = ["data", "translated", "canvas", "patch", "scales", "hidden", "glimpses", "std"]
+RAM_CHECKPOINT_KEYS = ("model", "optimizer", "generator", "config", "curve", "epoch")
 
 
 @dataclass
@@ -55,6 +60,13 @@ class RAMTrainConfig:
     def __post_init__(self) -> None:
         if self.data not in ("mnist", "digits"):
             raise ValueError(f"unknown data {self.data!r}; choose mnist or digits")
+        for name in ("epochs", "batch_size", "glimpses", "patch", "scales", "hidden", "canvas"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.train_limit < 0:
+            raise ValueError(f"train_limit must be >= 0 (0: all images), got {self.train_limit}")
+        if not (self.lr > 0 and self.std > 0):
+            raise ValueError(f"lr and std must be > 0, got lr={self.lr}, std={self.std}")
 
 
 def load_data(cfg: RAMTrainConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -111,7 +123,8 @@ def train_ram(cfg: RAMTrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     curve, start_epoch = [], 0
     if cfg.resume:
-        ckpt = torch.load(cfg.resume, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(cfg.resume, RAM_CHECKPOINT_KEYS, kind="qimia RAM")
+        check_resume_config(ckpt["config"], cfg, RAM_RESUME_KEYS)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])

@@ -81,6 +81,17 @@ class UTTrainConfig:
                 raise ValueError(f"unknown model {m!r}; choose from ut_act, ut, transformer")
         if self.task not in UT_TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {list(UT_TASKS)}")
+        for name in ("steps", "batch_size", "min_len", "d_model", "num_heads", "d_ff", "max_steps", "layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.vocab < 2:
+            raise ValueError(f"vocab must be >= 2 (token 0 is padding), got {self.vocab}")
+        if self.min_len > self.max_len:
+            raise ValueError(f"need min_len <= max_len, got min_len={self.min_len}, max_len={self.max_len}")
+        # the generalisation split draws lengths max_len+1..test_len after training: check it now, not then
+        if self.test_len <= self.max_len:
+            raise ValueError(f"test_len must be > max_len (the longer split is lengths max_len+1..test_len), "
+                             f"got test_len={self.test_len}, max_len={self.max_len}; raise test_len")
 
 
 def build(name: str, cfg: UTTrainConfig) -> torch.nn.Module:

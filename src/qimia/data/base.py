@@ -52,6 +52,9 @@ class SplitDataModule(L.LightningDataModule):
             the data itself is fixed by each module's ``split_seed``, never by the run's seed.
     """
 
+    #: the task a network trained on this data solves (``model.task`` must match)
+    task: str | None = "classification"
+
     def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
         if batch_size < 1:

@@ -59,6 +59,8 @@ class DenoisingDataModule(SplitDataModule):
         **kwargs: ``batch_size``, ``num_workers``, ``seed`` (the base's own batch size is unused).
     """
 
+    task = "denoising"
+
     def __init__(self, base: SplitDataModule, sigma: float = 0.1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if getattr(base, "normalize", False):
@@ -153,6 +155,8 @@ class NaturalImagesDataModule(SplitDataModule):
         val_fraction, test_fraction: shares of the images held out (folder mode).
     """
 
+    task = None  # raw photographs: wrap in DenoisingDataModule
+
     normalize = False  # samples are in [0, 1]: ready for DenoisingDataModule
 
     def __init__(
@@ -184,7 +188,11 @@ class NaturalImagesDataModule(SplitDataModule):
         if len(images) < 3:
             raise ValueError(f"{self.root} has {len(images)} images; a train/val/test split needs at least 3.")
         val, test, train = split_indices(len(images), self.fractions, self.split_seed)
-        val, test = val if len(val) else train[-1:], test if len(test) else train[-2:-1]
+        train = list(train)
+        if not len(val):  # too few images for the fraction: one image each, taken out of train
+            val = [train.pop()]
+        if not len(test):
+            test = [train.pop()]
         return [images[i] for i in train], [images[i] for i in val], [images[i] for i in test]
 
     def setup(self, stage: str | None = None) -> None:

@@ -210,6 +210,8 @@ class TextDataModule(SplitDataModule):
         **kwargs: ``batch_size``, ``num_workers``, ``seed``.
     """
 
+    task = "language_modeling"
+
     def __init__(
         self, source: TextSource, tokenizer: str = "char", vocab_size: int = 4096, block_size: int = 128, **kwargs: Any
     ) -> None:

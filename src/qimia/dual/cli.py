@@ -37,12 +37,18 @@ def _add_mnist(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-stores", action="store_true", help="keep the stores (several GB each at full size)")
     p.add_argument("--out", default="reports/dual/mnist")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rewrite OUT/table1.md (and the aggregate in OUT/table1.json) from OUT/table1.json")
     p.set_defaults(func=_run_mnist)
 
 
 def _run_mnist(a: argparse.Namespace) -> int:
-    from qimia.dual.experiments.mnist import MnistConfig, run
+    from qimia.dual.experiments.mnist import MnistConfig, rewrite_summary, run
 
+    if a.report_only:
+        rewrite_summary(a.out)
+        print(open(f"{a.out}/table1.md").read())
+        return 0
     cfg = MnistConfig(data=a.data, mnist_path=a.mnist, hidden=tuple(a.hidden), batch_size=a.batch_size,
                       steps=a.steps, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
                       seeds=tuple(a.seeds), dtype=a.dtype, test_subset=a.test_subset, scores=tuple(a.scores),

@@ -8,10 +8,14 @@ With per-slot coefficients ``c_i`` (weight) and ``c^b_i`` (bias) from
     y   = W_T x + b_T
         = a_W W_0 x + a_b b_0 + sum_i e_i (c_i (x_i . x) + c^b_i)   (dual form: attention)
 
-``keep`` masks (boolean ``(N,)`` over a layer's slots) drop slots from the sum with the
-coefficients of the recorded run (which depend only on optimizer scalars, so they are
-the exact coefficients for the kept set too, including momentum tails and the weight-decay
-shrink of later steps). Everything streams the store in blocks of ``chunk_rows`` slots.
+``keep`` masks (boolean ``(N,)`` over a layer's slots) drop slots from the sum, keeping the
+coefficients of the recorded run (momentum tails and the weight-decay shrink of later steps
+included). This removes the dropped slots' terms from the recorded run's weights; it is not
+retraining without them, because every later value ``e_t`` was computed with weights that
+contained them. The two coincide only when the kept slots are a leading block of steps (all
+slots of steps ``t < t0``) under plain SGD (no momentum, no weight decay): then the masked
+weights are exactly the weights after step ``t0``. Everything streams the store in blocks of
+``chunk_rows`` slots.
 """
 
 from __future__ import annotations

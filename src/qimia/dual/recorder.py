@@ -8,6 +8,8 @@ exactly as autograd computes it during the real backward pass, so loss-reduction
 (learning rate from any scheduler, momentum, dampening, Nesterov, weight decay) and, per
 parameter, the factor by which ``.grad`` was rescaled between backward and ``step()``
 (gradient clipping), detected by comparing ``.grad`` with the gradient autograd produced.
+``optimizer.zero_grad``/``model.zero_grad`` are wrapped: they also drop the slots of backward
+passes whose ``step()`` never came (skipped non-finite or GradScaler steps, gradient probes).
 
 Usage (plain loop)::
 
@@ -48,6 +50,7 @@ class _Use:
 
     keys: torch.Tensor                  # (n, d_key)
     meta: torch.Tensor                  # (n, 6) int64
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None  # set_batch() metadata at forward time
     values: torch.Tensor | None = None  # (n, d_value), set by the tensor hook
 
 
@@ -152,6 +155,7 @@ class DualRecorder:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dual-store") if async_writes else None
         self._inflight: Future | None = None
         self._handles: list[Any] = []
+        self._zero_grad_patches: list[tuple[Any, bool, Any]] = []   # (owner, had instance attr, old attr)
         self._attach()
 
     # ------------------------------------------------------------------ setup
@@ -199,6 +203,51 @@ class DualRecorder:
                 self._handles.append(p.register_post_accumulate_grad_hook(self._grad_hook(pname)))
         self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
         self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
+        for owner in (self.optimizer, self.model):
+            self._wrap_zero_grad(owner)
+
+    def _wrap_zero_grad(self, owner: Any) -> None:
+        """Make ``owner.zero_grad`` also drop what the gradients it clears were made of.
+
+        A backward pass whose ``step()`` never comes (a skipped non-finite step, a GradScaler skip,
+        a gradient probe) leaves slots behind; once the user clears ``.grad`` they no longer belong
+        to any update and must not be recorded under the next step's coefficients.
+        """
+        had = "zero_grad" in vars(owner)
+        old = vars(owner).get("zero_grad")
+        inner = owner.zero_grad
+
+        def zero_grad(*args: Any, **kwargs: Any) -> Any:
+            self._discard_backward_state()
+            return inner(*args, **kwargs)
+
+        owner.zero_grad = zero_grad
+        self._zero_grad_patches.append((owner, had, old))
+
+    def _unwrap_zero_grad(self) -> None:
+        for owner, had, old in reversed(self._zero_grad_patches):
+            if had:
+                owner.zero_grad = old
+            else:
+                del owner.zero_grad
+        self._zero_grad_patches.clear()
+
+    def _discard_backward_state(self) -> None:
+        """Forget uses whose backward already ran, and the gradient statistics of that backward.
+
+        Uses still waiting for their backward (the usual ``forward; zero_grad(); backward`` order)
+        are kept and renumbered so that their ``use`` column counts the uses that are recorded.
+        """
+        for name, uses in self._uses.items():
+            kept = [u for u in uses if u.values is None]
+            if len(kept) < len(uses):
+                for i, u in enumerate(kept):
+                    u.meta = self._build_meta(u.meta.shape[0], i, u.batch)
+            self._uses[name] = kept
+        self._meta_cache_key = None
+        self._raw_grads.clear()
+        self._grad_stats.clear()
+        self._grad_version.clear()
 
     # ------------------------------------------------------------------ batch metadata
     def set_batch(self, example_ids: torch.Tensor | np.ndarray | list[int], labels: Any = None,
@@ -232,17 +281,18 @@ class DualRecorder:
         """``(n_rows, 6)`` metadata for a batch-first input flattened to ``n_rows`` rows (cached per step)."""
         key = (self.step, n_rows, use, self._batch_version)
         if self._meta_cache_key != key:
-            self._meta_cache_key, self._meta_cache = key, self._build_meta(n_rows, use)
+            self._meta_cache_key, self._meta_cache = key, self._build_meta(n_rows, use, self._batch)
         return self._meta_cache
 
-    def _build_meta(self, n_rows: int, use: int) -> torch.Tensor:
+    def _build_meta(self, n_rows: int, use: int,
+                    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         meta = torch.empty(n_rows, len(META_COLUMNS), dtype=torch.int64)
         meta[:, 0] = self.step
         meta[:, 4] = use
-        if self._batch is None:
+        if batch is None:
             meta[:, 1], meta[:, 2], meta[:, 3], meta[:, 5] = -1, -1, 0, torch.arange(n_rows)
             return meta
-        ids, labels, tasks = self._batch
+        ids, labels, tasks = batch
         B = ids.numel()
         if n_rows % B:
             raise DualFormError(f"a recorded layer saw {n_rows} rows for a batch of {B} examples; inputs must "
@@ -264,10 +314,13 @@ class DualRecorder:
 
     def _forward_hook(self, spec: LayerSpec):
         def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
-            if self._paused or not torch.is_grad_enabled() or not module.training:
+            # Not gated on module.training: a model trained in eval mode (no dropout, frozen batch
+            # norm) is still updated by step(); evaluation passes belong in no_grad() or paused().
+            if self._paused or not torch.is_grad_enabled():
                 return
             keys = args[0].detach().reshape(-1, spec.d_key)                          # (n, d_key)
-            use = _Use(keys=keys, meta=self._meta_for(keys.shape[0], len(self._uses[spec.name])))
+            use = _Use(keys=keys, meta=self._meta_for(keys.shape[0], len(self._uses[spec.name])),
+                       batch=self._batch)
             self._uses[spec.name].append(use)
             if not self.keys_only and output.requires_grad:
                 def grad_hook(grad: torch.Tensor, use: _Use = use) -> None:
@@ -310,6 +363,8 @@ class DualRecorder:
         """
         before = self._grad_stats.get(pname)
         if before is None:
+            if not bool(p.grad.any()):    # zero_grad(set_to_none=False) and unused this step: G_t = 0
+                return 1.0
             raise DualFormError(f"{pname}.grad was set outside autograd's backward pass; the dual form "
                                 "cannot account for it.")
         tensor, version = self._grad_version[pname]
@@ -355,6 +410,11 @@ class DualRecorder:
         for spec in self.specs:
             uses = [u for u in self._uses[spec.name] if self.keys_only or u.values is not None]
             if not uses:
+                if spec.weight in self._grad_stats and bool(self._params[spec.weight].grad.any()):
+                    raise DualFormError(f"layer {spec.name}: its weight got a gradient from backward() in step "
+                                        f"{self.step} but none of its forward passes was recorded (was the "
+                                        "forward run inside rec.paused(), or the recorder created after it?); "
+                                        "the update cannot be written in dual form.")
                 continue
             keys = torch.cat([u.keys for u in uses])                                    # (n, d_key)
             meta = torch.cat([u.meta for u in uses])                                    # (n, 6)
@@ -382,6 +442,7 @@ class DualRecorder:
         self._record_step(optimizer)
         self.step += 1
         self._uses = {s.name: [] for s in self.specs}
+        self._meta_cache_key = None
         self._raw_grads.clear()
         self._grad_stats.clear()
         self._grad_version.clear()
@@ -429,6 +490,7 @@ class DualRecorder:
             for h in self._handles:
                 h.remove()
             self._handles.clear()
+            self._unwrap_zero_grad()
             if self._writer is not None:
                 self._writer.shutdown(wait=True)
         return self.store

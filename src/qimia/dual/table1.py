@@ -3,7 +3,9 @@
 For every test example and every recorded layer (layer 0 = input layer) the per-class total
 of the attention scores over all training slots is computed (streamed); its argmax is
 compared with the target label and with the model's prediction, separately for examples the
-model gets right and wrong. Reported as percentages, mean +- std over seeds.
+model gets right and wrong. Reported as percentages, mean +- std over seeds. Where the model
+is right its output is the target, so "= output (model right)" would repeat "= target (model
+right)" and is not reported.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from torch import nn
 from qimia.dual.explain import DualExplainer, layer_inputs
 from qimia.dual.store import DualStore
 
-METRICS = ("target_all", "output_all", "target_right", "output_right", "target_wrong", "output_wrong")
+METRICS = ("target_all", "output_all", "target_right", "target_wrong", "output_wrong")
 
 
 def table1(model: nn.Module, store: DualStore, x: torch.Tensor, y: torch.Tensor, num_classes: int, *,
@@ -44,7 +46,7 @@ def table1(model: nn.Module, store: DualStore, x: torch.Tensor, y: torch.Tensor,
             top = totals.argmax(1)                                                    # (M,)
             out[score][f"layer{spec.index}"] = {
                 "target_all": pct(top == y), "output_all": pct(top == pred),
-                "target_right": pct((top == y)[right]), "output_right": pct((top == pred)[right]),
+                "target_right": pct((top == y)[right]),          # = output on these: pred == y
                 "target_wrong": pct((top == y)[~right]), "output_wrong": pct((top == pred)[~right]),
                 "n_right": int(right.sum()), "n_wrong": int((~right).sum()),
             }
@@ -64,13 +66,13 @@ def aggregate(per_seed: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict
 
 
 def to_markdown(agg: dict[str, dict[str, list[float]]], n_seeds: int, score: str) -> str:
-    """Markdown table: rows = layers, columns = target/output agreement for all/right/wrong."""
+    """Markdown table: rows = layers, columns = target/output agreement for all, target for right, both for wrong."""
     label = score + (" (APPROXIMATE: keys only)" if score == "key" else " (exact)")
     lines = [f"Argmax of per-class total attention vs target / model output, % of test examples, "
              f"mean +- std over {n_seeds} seed(s); score = {label}.", "",
-             "| layer | =target (all) | =output (all) | =target (model right) | =output (model right) "
+             "| layer | =target (all) | =output (all) | =target = output (model right) "
              "| =target (model wrong) | =output (model wrong) | #wrong |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|"]
     for layer, m in agg.items():
         cells = [f"{m[k][0]:.1f} +- {m[k][1]:.1f}" for k in METRICS]
         lines.append(f"| {layer} | " + " | ".join(cells) + f" | {m['n_wrong'][0]:.0f} |")

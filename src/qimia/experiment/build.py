@@ -34,13 +34,22 @@ def model_kwargs(cfg: DictConfig, datamodule: SplitDataModule) -> dict[str, Any]
 
     Raises:
         ValueError: the model config states a data-derived kwarg (``num_classes``, ``in_chans``,
-            ``vocab_size``, ``block_size``) with another value than the data's.
+            ``vocab_size``, ``block_size``) with another value than the data's, or contradicts a
+            kwarg the model name fixes (``model.name=qimia_resnet20`` with ``model.mixer=residual``).
     """
-    from qimia.models import tiny_kwargs
+    from qimia.models import fixed_kwargs, tiny_kwargs
 
     model = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(model, dict)
     name = model.pop("name")
+    clashes = {k: (model[k], v) for k, v in fixed_kwargs(name).items() if k in model and model[k] != v}
+    if clashes:
+        detail = ", ".join(f"model.{k}={mine!r} but {name} fixes {k}={fixed!r}" for k, (mine, fixed) in clashes.items())
+        fix = " ".join(f"model.{k}={fixed}" for k, (_, fixed) in clashes.items())
+        raise ValueError(
+            f"{detail}. The model config group sets these for its base model; add the overrides `{fix}` "
+            "(or keep the base name and change only the option)."
+        )
     from_data = datamodule.net_kwargs
     for key, value in from_data.items():
         if key in model and model[key] is not None and model[key] != value:
@@ -55,7 +64,18 @@ def build_net(cfg: DictConfig, datamodule: SplitDataModule, **overrides: Any) ->
     """``create_model(cfg.model.name, **model_kwargs(cfg, datamodule), **overrides)``."""
     from qimia.models import create_model
 
-    return create_model(cfg.model.name, **{**model_kwargs(cfg, datamodule), **overrides})
+    data_task = getattr(datamodule, "task", None)
+    mismatch = (
+        f"model={cfg.model.name} and data={type(datamodule).__name__} do not fit: the data serves task "
+        f"{data_task!r}. Pick a model and data of the same task (see `qimia.list_models()` and conf/data/)."
+    )
+    try:
+        net = create_model(cfg.model.name, **{**model_kwargs(cfg, datamodule), **overrides})
+    except TypeError as err:
+        raise TypeError(f"{err} {mismatch}") from err
+    if net.task != data_task:
+        raise ValueError(f"{cfg.model.name} solves {net.task!r}: {mismatch}")
+    return net
 
 
 def _scheduler(cfg: DictConfig) -> Any:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import types
 import typing
 from collections.abc import Callable, Sequence
 
@@ -29,6 +30,9 @@ class ConfigError(ValueError):
 
 def _convert(name: str, raw: str, kind) -> object:
     origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):  # ``int | None``: the non-None type
+        (kind,) = [a for a in typing.get_args(kind) if a is not type(None)]
+        return _convert(name, raw, kind)
     if origin is list:
         (inner,) = typing.get_args(kind)
         return [_convert(name, part, inner) for part in raw.split(",") if part.strip()]

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from qimia.memory.controllers import CONTROLLERS
 from qimia.memory.dnc import DNC, DNCConfig
 from qimia.memory.lstm import LSTMBaseline, LSTMConfig
 from qimia.memory.ntm import NTM, NTMConfig
@@ -87,6 +88,21 @@ class TrainConfig:
             raise ValueError(f"unknown model {self.model!r}; choose one of {list(MODELS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unsupported optimizer {self.optimizer!r}; choose one of {list(OPTIMIZERS)}")
+        for name in ("steps", "batch_size", "eval_every", "eval_batch", "controller_size", "memory_slots",
+                     "word_size", "read_heads", "write_heads", "hidden_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("min_len", "max_len", "threads"):  # 0 means "the default"
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: default), got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.clip_grad < 0:
+            raise ValueError(f"clip_grad must be >= 0 (0 disables clipping), got {self.clip_grad}")
+        if any(n < 1 for n in self.eval_lengths):
+            raise ValueError(f"eval_lengths must all be >= 1, got {self.eval_lengths}")
+        if self.controller not in CONTROLLERS:
+            raise ValueError(f"unknown controller {self.controller!r}; choose one of {sorted(CONTROLLERS)}")
         lo, hi = TASK_DEFAULTS[self.task][1]
         self.min_len = self.min_len or lo
         self.max_len = self.max_len or hi
@@ -133,16 +149,28 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def load_checkpoint(path: str | Path, required: tuple[str, ...] = ("model", "optimizer", "config", "step"),
+                    kind: str = "qimia memory") -> dict:
+    """Read a checkpoint written by a qimia trainer; a corrupt or foreign file raises a clear RuntimeError."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - re-raised with a clear message
         raise RuntimeError(
             f"cannot read checkpoint {path!s}: {err}. Pass resume= a file written by this trainer."
         ) from err
-    if not isinstance(ckpt, dict) or not {"model", "optimizer", "config", "step"} <= set(ckpt):
-        raise RuntimeError(f"{path!s} is not a qimia memory checkpoint (missing model/optimizer/config/step)")
+    if not isinstance(ckpt, dict) or not set(required) <= set(ckpt):
+        raise RuntimeError(f"{path!s} is not a {kind} checkpoint (missing {'/'.join(required)})")
     return ckpt
+
+
+def check_resume_config(saved: dict, cfg: object, keys: list[str]) -> None:
+    """Raise ValueError if the checkpoint's config ``saved`` differs from ``cfg`` on any of ``keys``."""
+    for key in keys:
+        if key not in saved:
+            raise ValueError(f"resume: checkpoint config has no {key!r}; it was written by another trainer")
+        if saved[key] != getattr(cfg, key):
+            raise ValueError(f"resume: checkpoint has {key}={saved[key]!r} but this run asks "
+                             f"{key}={getattr(cfg, key)!r}; pass the same value")
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -162,10 +190,7 @@ def train(cfg: TrainConfig) -> dict:
     start = 0
     if cfg.resume:
         ckpt = load_checkpoint(cfg.resume)
-        for key in MODEL_KEYS["common"] + MODEL_KEYS[cfg.model]:
-            if ckpt["config"][key] != getattr(cfg, key):
-                raise ValueError(f"resume: checkpoint has {key}={ckpt['config'][key]!r} but this run asks "
-                                 f"{key}={getattr(cfg, key)!r}; pass the same value")
+        check_resume_config(ckpt["config"], cfg, MODEL_KEYS["common"] + MODEL_KEYS[cfg.model])
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])

@@ -15,7 +15,14 @@ from qimia.models import unet as _unet  # noqa: F401
 from qimia.models import transfer as _transfer  # noqa: F401
 from qimia.models.inspection import depth_attention
 from qimia.models.matching import MatchedPair, matched_pair
-from qimia.models.registry import create_model, list_models, model_defaults, register_model, tiny_kwargs
+from qimia.models.registry import (
+    create_model,
+    fixed_kwargs,
+    list_models,
+    model_defaults,
+    register_model,
+    tiny_kwargs,
+)
 from qimia.models.resnet import ResNet, ResNetConfig, load_torchvision_resnet
 from qimia.models.transformer_lm import TransformerLM, TransformerLMConfig
 from qimia.models.transfer import FeatureMemory, TransferHead
@@ -33,6 +40,7 @@ __all__ = [
     "UNetDenoiser",
     "create_model",
     "depth_attention",
+    "fixed_kwargs",
     "list_models",
     "load_torchvision_resnet",
     "matched_pair",

@@ -101,6 +101,11 @@ def tiny_kwargs(name: str) -> dict[str, Any]:
     return dict(_entry(name).tiny)
 
 
+def fixed_kwargs(name: str) -> dict[str, Any]:
+    """The kwargs the name itself fixes (``qimia_resnet20`` fixes ``mixer="qimia"``)."""
+    return dict(_entry(name).defaults)
+
+
 def model_defaults(name: str) -> dict[str, Any]:
     """The value of every builder kwarg for ``name`` when the user passes none (fixed ones included)."""
     entry = _entry(name)

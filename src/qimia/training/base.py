@@ -78,7 +78,7 @@ class TaskModule(L.LightningModule):
         self.step(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.net.parameters())
+        optimizer = self.optimizer_factory(params=parameter_groups(self.net))
         if self.scheduler_factory is None:
             return optimizer
         if _wants_total_steps(self.scheduler_factory):
@@ -86,3 +86,23 @@ class TaskModule(L.LightningModule):
         else:
             scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+# Depth-mixing weights whose decay towards zero would bias the comparison between mixers:
+# QIMIA queries (zero = uniform averaging) and DenseFormer weights (initialised to the identity).
+NO_DECAY_NAMES = ("queries", "alphas")
+
+
+def parameter_groups(net: nn.Module) -> list[dict[str, Any]]:
+    """Trainable parameters in two groups: weight matrices and kernels decay; biases, norm gains and
+    the depth mixers' own weights (``NO_DECAY_NAMES``) get ``weight_decay=0``.
+
+    Frozen parameters (a transfer head's base) are left out.
+    """
+    decay, no_decay = [], []
+    for name, param in net.named_parameters():
+        if not param.requires_grad:
+            continue
+        mixer_weight = any(part in NO_DECAY_NAMES for part in name.split("."))
+        (no_decay if param.ndim < 2 or mixer_weight else decay).append(param)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]

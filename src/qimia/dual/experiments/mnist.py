@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ from qimia.dual.explain import DualExplainer, layer_inputs
 from qimia.dual.plots import plot_example
 from qimia.dual.recorder import DualRecorder
 from qimia.dual.store import DualStore
-from qimia.dual.table1 import aggregate, table1, to_markdown
+from qimia.dual.table1 import METRICS, aggregate, table1, to_markdown
 
 
 @dataclass
@@ -44,7 +44,6 @@ class MnistConfig:
     keep_stores: bool = False           # keep each seed's store (several GB at full size)
     flush_every: int = 64
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def train_recorded(cfg: MnistConfig, seed: int, store_path: Path, resume: bool = False):
@@ -116,7 +115,33 @@ def run(cfg: MnistConfig, out_dir: str | Path) -> dict:
     return results
 
 
+def rewrite_summary(out_dir: str | Path) -> dict:
+    """Rewrite ``table1.md`` and the aggregate of ``table1.json`` from the per-seed results in that JSON.
+
+    No training or scoring: for report-format changes (``qimia dual mnist --report-only``).
+    """
+    out = Path(out_dir)
+    path = out / "table1.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run `qimia dual mnist --out {out}` first.")
+    results = json.loads(path.read_text())
+    known = {f.name for f in fields(MnistConfig)}
+    cfg = MnistConfig(**{k: tuple(v) if isinstance(v, list) else v
+                         for k, v in results["config"].items() if k in known})
+    for s in results["seeds"]:           # drop metrics that are no longer reported (e.g. output_right)
+        for layers in s["table1"].values():
+            for row in layers.values():
+                for k in [k for k in row if k not in METRICS + ("n_right", "n_wrong")]:
+                    del row[k]
+    per_seed = [s["table1"] for s in results["seeds"]]
+    first = next(iter(per_seed[0][cfg.scores[0]].values()))
+    n_test = results.get("n_test", int(first["n_right"] + first["n_wrong"]))   # older files: the subset size
+    _write_summary(cfg, results, per_seed, n_test, out)
+    return results
+
+
 def _write_summary(cfg: MnistConfig, results: dict, per_seed: list, n_test: int, out: Path) -> None:
+    results["n_test"] = n_test
     results["aggregate"] = {sc: aggregate([t[sc] for t in per_seed]) for sc in cfg.scores}
     accs = torch.tensor([s["test_acc"] for s in results["seeds"]])
     results["test_acc"] = [float(accs.mean()), float(accs.std(unbiased=False))]
