@@ -101,6 +101,7 @@ class RNGState(L.Callback):
             "python": random.getstate(),
             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
             "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -109,3 +110,11 @@ class RNGState(L.Callback):
         kind, keys, pos, has_gauss, gauss = state_dict["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         torch.set_rng_state(state_dict["torch"])
+        cuda = state_dict.get("cuda", [])
+        if cuda and torch.cuda.is_available():
+            if len(cuda) != torch.cuda.device_count():
+                raise RuntimeError(
+                    f"the checkpoint holds the RNG state of {len(cuda)} CUDA devices but this process sees "
+                    f"{torch.cuda.device_count()}: resume on the same devices for an exact continuation."
+                )
+            torch.cuda.set_rng_state_all(cuda)
