@@ -101,7 +101,7 @@ def test_fp64_reconstruction_is_tighter(tmp_path, blobs, helpers):
     assert helpers.rel_err(W64, model[4].weight) <= 1e-6 and helpers.rel_err(W32, W64) <= 1e-5
 
 
-def test_masked_reconstruction_equals_training_on_kept_slots_only(tmp_path, blobs, helpers):
+def test_masking_later_steps_equals_training_the_leading_steps_plain_sgd(tmp_path, blobs, helpers):
     """With plain SGD, dropping task 1's slots gives exactly the weights after task 0 (continual)."""
     x, y = blobs
     model = helpers.mlp()

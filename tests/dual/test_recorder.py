@@ -249,3 +249,27 @@ def test_unused_layer_with_zeroed_gradient_is_a_zero_update(tmp_path, helpers):
         W, b = reconstruct_layer(store, name)
         mod = model.get_submodule(name)
         assert helpers.rel_err(W, mod.weight) <= 1e-6 and helpers.rel_err(b, mod.bias) <= 1e-6
+
+
+@pytest.mark.parametrize("skip", [None, 2])
+def test_grad_scaler_unscale_and_skipped_step(tmp_path, helpers, skip):
+    """GradScaler's unscale_ edits .grad in place without bumping its version; a non-finite step is skipped."""
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 5), torch.randint(0, 3, (64,))
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    rec = DualRecorder(model, opt, str(tmp_path / "s"))
+    for step in range(5):
+        idx = torch.arange(8) + 8 * step
+        rec.set_batch(idx, labels=y[idx])
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        scaler.scale(loss * float("inf") if step == skip else loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    store = rec.close()
+    assert store.num_steps == (5 if skip is None else 4)
+    for i, mod in enumerate([model[0], model[2]]):
+        W, b = reconstruct_layer(store, i)
+        assert helpers.rel_err(W, mod.weight) <= 1e-6 and helpers.rel_err(b, mod.bias) <= 1e-6

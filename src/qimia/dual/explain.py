@@ -220,7 +220,8 @@ def layer_inputs_and_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     """Per layer ``(M, d_key)`` inputs and ``(M, d_value)`` per-example test errors ``dL(x_m, y_m)/dy``.
 
     Uses cross-entropy with ``reduction="sum"`` so that row ``m`` is example ``m``'s own gradient
-    (single-use layers; eval mode, parameters untouched).
+    (single-use layers; eval mode, parameters untouched). While a ``DualRecorder`` is attached
+    (it records eval-mode passes with gradients too), call this inside ``rec.paused()``.
     """
     inputs: dict[str, torch.Tensor] = {}
     outputs: dict[str, torch.Tensor] = {}

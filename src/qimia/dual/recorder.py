@@ -360,6 +360,9 @@ class DualRecorder:
         scalar rescaling (global-norm clipping) makes them equal; value clipping, noise or sign flips
         change the norm or the probed coordinates and make them differ (only a change that keeps the
         norm and avoids every probed coordinate could pass; ``check_gradients=True`` checks fully).
+        When ``.grad`` is the tensor backward left with an unchanged version counter, only the
+        probe is recomputed (4096 reads): some in-place kernels, such as GradScaler's ``unscale_``,
+        do not bump the version counter.
         """
         before = self._grad_stats.get(pname)
         if before is None:
@@ -368,8 +371,13 @@ class DualRecorder:
             raise DualFormError(f"{pname}.grad was set outside autograd's backward pass; the dual form "
                                 "cannot account for it.")
         tensor, version = self._grad_version[pname]
-        if p.grad is tensor and p.grad._version == version:   # not modified since backward: no arithmetic
-            return 1.0
+        if p.grad is tensor and p.grad._version == version:
+            # Probably not modified since backward, but some in-place kernels do not bump the version
+            # counter (GradScaler's unscale_ does not): confirm on the probed coordinates only.
+            idx, signs = self._probes[pname]
+            probe = torch.dot(p.grad.detach().reshape(-1)[idx], signs)
+            if bool(probe != 0) and bool(probe == before[1]):
+                return 1.0
         rr, ru = before.tolist()
         gg, gu = self._stats(pname, p.grad).tolist()
         if (gg == rr and gu == ru) or rr == 0.0:         # untouched (the common case) or zero gradient
