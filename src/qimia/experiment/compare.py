@@ -52,6 +52,16 @@ def _attention(net: torch.nn.Module, datamodule: Any, batch: int) -> dict[str, l
     return {name: m.tolist() for name, m in maps.items()}
 
 
+def code_hash() -> str:
+    """Hash of the installed qimia sources: which code a stored run was made with."""
+    import qimia
+
+    digest = hashlib.sha256()
+    for source in sorted(Path(qimia.__file__).parent.rglob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _finished_run(path: Path, fingerprint: str, *, strict: bool) -> dict[str, Any] | None:
     """The stored record of a finished run, ``None`` if there is none (or, unless ``strict``,
     one made with another config)."""
@@ -110,6 +120,11 @@ def compare(cfg: DictConfig, *, command: str | None = None) -> Summary | None:
             record = _finished_run(path, fingerprint, strict=not cfg.compare.report_only)
             if record is not None:
                 print(f"[compare] {arm.name} seed {seed}: done before ({path}), skipped")
+                if record.get("code") != code_hash():
+                    print(
+                        f"[compare] warning: {path.name} was made with other qimia code "
+                        f"({record.get('code')} != {code_hash()}); delete it to redo the run with this code."
+                    )
                 records.append(record)
                 continue
             if cfg.compare.report_only:
@@ -123,7 +138,8 @@ def compare(cfg: DictConfig, *, command: str | None = None) -> Summary | None:
             rank_zero = keep["trainer"].is_global_zero
             if rank_zero:
                 record = {
-                    "arm": arm.name, "seed": seed, "fingerprint": fingerprint, "arm_overrides": arm.overrides,
+                    "arm": arm.name, "seed": seed, "fingerprint": fingerprint, "code": code_hash(),
+                    "arm_overrides": arm.overrides,
                     "knob": arm.knob, "knob_value": arm.knob_value, "target_params": arm.target,
                     **result.to_dict(),
                     "attention": _attention(keep["net"], keep["datamodule"], cfg.compare.attention_batch),
