@@ -26,6 +26,7 @@ ResNets); ``tap_layers=[...]`` names other modules.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from collections.abc import Sequence
@@ -113,9 +114,8 @@ class FeatureTap(nn.Module):
 
         handles = [base.get_submodule(name).register_forward_hook(recorder(i)) for i, name in enumerate(self.layers)]
         try:
-            base(x)
-        except _AllTapped:
-            pass
+            with contextlib.suppress(_AllTapped):  # stop the base once every tapped layer has run
+                base(x)
         finally:
             for handle in handles:
                 handle.remove()
