@@ -70,14 +70,19 @@ class SampleReads:
         logits = (self.keys.prefix(count) @ self.queries[reader].unsqueeze(-1)).squeeze(-1)  # (B, H, count)
         return (logits * self.scale).softmax(-1)
 
-    def read(self, reader: int, count: int) -> tuple[Tensor, Tensor]:
-        """Mix the first ``count`` slots for ``reader``: (native tensor, weights ``(B, H, count)``)."""
+    def read(self, reader: int, count: int, need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Mix the first ``count`` slots for ``reader``: (native tensor, weights ``(B, H, count)``).
+
+        The fused path computes no weights unless ``need_weights`` (they are for inspection only).
+        """
         values = self.values.prefix(count).flatten(3)  # (B, H, count, F)
+        weights: Tensor | None = None
         if self.fused:
             query = self.queries[reader].unsqueeze(-2).expand(values.shape[0], -1, 1, -1)  # (B, H, 1, d_k)
             mixed = F.scaled_dot_product_attention(query, self.keys.prefix(count), values).squeeze(-2)
-            with torch.no_grad():
-                weights = self.weights(reader, count)
+            if need_weights:
+                with torch.no_grad():
+                    weights = self.weights(reader, count)
         else:
             weights = self.weights(reader, count)
             mixed = (weights.unsqueeze(-2).to(values.dtype) @ values).squeeze(-2)  # (B, H, F)
@@ -124,8 +129,11 @@ class PositionReads:
         self.logits.write(logits.float() * self.scale)
         self.values.write(self.layout.split(value))  # (*split)
 
-    def read(self, reader: int, count: int) -> tuple[Tensor, Tensor]:
-        """Mix the first ``count`` slots for ``reader``: (native tensor, weights ``(B, *P, H, count)``)."""
+    def read(self, reader: int, count: int, need_weights: bool = True) -> tuple[Tensor, Tensor]:
+        """Mix the first ``count`` slots for ``reader``: (native tensor, weights ``(B, *P, H, count)``).
+
+        The weights are a by-product here, so ``need_weights`` changes nothing.
+        """
         weights = self.logits.prefix(count)[..., reader].softmax(0)  # (count, B, *P, H)
         values = self.values.prefix(count)  # (count, *split)
         broadcast = self.layout.weights_onto_split(weights, self.native_ndim).to(values.dtype)

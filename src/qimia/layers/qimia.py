@@ -228,8 +228,8 @@ class QIMIA(nn.Module):
 
         def read(reader: int, count: int) -> Tensor:
             nonlocal attention
-            mixed, weights = memory.read(reader, count)
-            if return_attention:
+            mixed, weights = memory.read(reader, count, need_weights=return_attention)
+            if weights is not None and return_attention:
                 if attention is None:  # (R, *G, S)
                     attention = weights.new_zeros(self.queries.shape[0], *weights.shape[:-1], num_slots)
                 attention[reader, ..., :count] = weights.detach()
