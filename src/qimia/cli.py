@@ -1,51 +1,96 @@
-"""The ``qimia`` command line: one entry point, one sub-command per system.
+"""The ``qimia`` command line: one entry point, one Hydra app per sub-command.
 
-    qimia train   experiment=...            # train one model (Hydra overrides)
-    qimia compare experiment=... seeds=3    # residual vs QIMIA vs baselines, several seeds
-    qimia dual    <command> ...             # the dual form of gradient descent
-    qimia memory  <command> ...             # NTM, DNC, Universal Transformer, RAM, Jacobians
+    qimia train   experiment=... [key=value ...]   # train one model
+    qimia compare experiment=... seeds=3           # residual vs QIMIA vs baselines, several seeds
+    qimia dual mnist ...                           # the dual form of gradient descent
+    qimia memory ntm task=copy ...                 # NTM, DNC, UT, RAM, Jacobians
+    qimia <command> --help | --cfg job | -m ...    # Hydra's flags, for every command
 
-Each sub-command lives in its own module and is imported only when it is used, so
-``qimia dual --help`` does not pay for Hydra and Lightning start-up.
+Every command takes Hydra overrides against its packaged config (:mod:`qimia.app`). The
+command table below names each command's primary config and its task function; the function's
+module is imported only when a job runs, so ``--help`` and ``--cfg`` stay fast.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Sequence
+from typing import NamedTuple
 
-# sub-command -> (module, function taking argv list, one-line help)
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("qimia.experiment.cli", "train_main", "train one model from a Hydra config"),
-    "compare": ("qimia.experiment.cli", "compare_main", "compare residual, QIMIA and baselines over seeds"),
-    "dual": ("qimia.dual.cli", "main", "record, reconstruct and explain with the dual form of SGD"),
-    "memory": ("qimia.memory.cli", "main", "classic attention and memory models on algorithmic tasks"),
+
+class Command(NamedTuple):
+    """One sub-command: the primary config ``qimia/conf/<root>/<config>.yaml`` (as
+    ``"<root>/<config>"``), the task function ``"module:function"`` that runs a composed config,
+    and a one-line help."""
+
+    config: str
+    task: str
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("models/train", "qimia.experiment.train:main", "train one model of the QIMIA families"),
+    "compare": Command("models/compare", "qimia.experiment.compare:main",
+                       "compare residual, QIMIA and baselines over seeds, parameter-matched"),
+    "transfer": Command("models/transfer", "qimia.experiment.transfer:main",
+                        "transfer heads over a frozen base network's memory (QIMIA head, controls)"),
+    "summary": Command("models/summary", "qimia.models.summary:main", "parameter counts of the model families"),
+    "report": Command("models/report", "qimia.experiment.report:main",
+                      "tables and figures of any folder of finished runs"),
+    "dual mnist": Command("dual/mnist", "qimia.dual.cli:mnist", "dual form on MNIST: record, Table 1, figures"),
+    "dual multitask": Command("dual/multitask", "qimia.dual.cli:multitask",
+                              "dual form, two tasks trained jointly: task shares of the attention"),
+    "dual continual": Command("dual/continual", "qimia.dual.cli:continual",
+                              "dual form, two tasks one after the other: task shares and masking"),
+    "dual lm": Command("dual/lm", "qimia.dual.cli:lm", "dual form of an LSTM LM: top training passages"),
+    "dual verify": Command("dual/verify", "qimia.dual.cli:verify",
+                           "check a dual-form store's checksums and its exact reconstruction"),
+    "memory": Command("memory/train", "qimia.memory.cli:main",
+                      "NTM / DNC / LSTM on the algorithmic tasks (copy, repeat copy, recall, sort, n-grams)"),
+    "memory ram": Command("memory/ram", "qimia.attention.cli:ram",
+                          "recurrent attention model (hard glimpses, REINFORCE) on MNIST"),
+    "memory ut": Command("memory/ut", "qimia.attention.cli:ut",
+                         "Universal Transformer with ACT vs a fixed-depth Transformer"),
+    "memory jacobian": Command("memory/jacobian", "qimia.attention.cli:jacobian",
+                               "Jacobian sensitivity maps of a trained classifier / RNN"),
 }
 
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: qimia <command> [args ...]", "", "commands:"]
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
-    lines += ["", "Run 'qimia <command> --help' for the options of one command."]
+    lines = ["usage: qimia <command> [--help] [--cfg job] [-m] [key=value ...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {command.help}" for name, command in COMMANDS.items()]
+    lines += ["", "Run 'qimia <command> --help' for the config groups and options of one command.",
+              "Errors print without a traceback; HYDRA_FULL_ERROR=1 shows it."]
     return "\n".join(lines)
 
 
+def _match(args: list[str]) -> tuple[str, list[str]] | None:
+    """The longest command name made of the first words of ``args``, and the rest."""
+    for words in range(min(3, len(args)), 0, -1):
+        name = " ".join(args[:words])
+        if name in COMMANDS:
+            return name, args[words:]
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Dispatch ``qimia <command> ...`` to the module that implements it."""
+    """Dispatch ``qimia <command> ...`` to its Hydra app."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in {"-h", "--help", "help"}:
         print(_usage())
         return 0
-    name, rest = args[0], args[1:]
-    if name not in COMMANDS:
-        print(f"qimia: unknown command {name!r}.\n\n{_usage()}", file=sys.stderr)
+    found = _match(args)
+    if found is None:
+        group = [name for name in COMMANDS if name.split()[0] == args[0]]
+        known = ", ".join(group) if group else ", ".join(COMMANDS)
+        print(f"qimia: unknown command {' '.join(args[:2])!r}; choose one of: {known}.\n\n{_usage()}", file=sys.stderr)
         return 2
-    module_name, func_name, _ = COMMANDS[name]
-    func = getattr(importlib.import_module(module_name), func_name)
-    result = func(rest)
-    return int(result or 0)
+    name, rest = found
+    from qimia.app import run_app
+
+    command = COMMANDS[name]
+    return run_app(name, command.config, command.task, rest)
 
 
 if __name__ == "__main__":  # pragma: no cover

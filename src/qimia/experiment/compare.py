@@ -25,7 +25,7 @@ from qimia.experiment.report import Summary, summarize, write_report
 from qimia.experiment.train import run_training
 
 
-class StaleResultsError(RuntimeError):
+class StaleResultsError(ValueError):
     """``compare.out_dir`` holds results of a different config."""
 
 
@@ -33,7 +33,7 @@ def run_fingerprint(cfg: DictConfig, arm: Arm, seed: int) -> str:
     """Hash of everything that determines one run's result."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
-    for key in ("compare", "seeds", "seed", "output_dir", "command", "name"):
+    for key in ("compare", "seeds", "seed", "command", "name"):
         resolved.pop(key, None)
     resolved["trainer"].pop("enable_progress_bar", None)
     payload = json.dumps({"cfg": resolved, "arm": arm.overrides, "seed": seed}, sort_keys=True, default=str)
@@ -86,16 +86,18 @@ def _write_json(path: Path, record: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def compare(cfg: DictConfig, *, command: str | None = None) -> Summary | None:
-    """Run (or resume) the comparison of ``cfg`` and write its report; returns the summary
-    (``None`` on the non-zero ranks of a distributed run).
+def compare(cfg: DictConfig, out_dir: str | Path, *, command: str | None = None) -> Summary | None:
+    """Run (or resume) the comparison of ``cfg`` in ``out_dir`` and write its report there;
+    returns the summary (``None`` on the non-zero ranks of a distributed run).
 
     Args:
+        out_dir: the comparison's folder: ``runs/<arm>_seed<k>.json`` (the finished runs),
+            ``<arm>/seed<k>/`` (their logs and checkpoints) and the report.
         command: the command line to quote in ``results.md`` (default: the experiment's ``command``).
     """
     if cfg.seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
-    out_dir = Path(cfg.compare.out_dir)
+    out_dir = Path(out_dir)
     runs_dir = out_dir / "runs"
     arms = arms_from_config(cfg)
     reference = reference_arm(cfg, arms)
@@ -132,7 +134,7 @@ def compare(cfg: DictConfig, *, command: str | None = None) -> Summary | None:
             print(f"[compare] {arm.name} seed {seed} ({seed + 1}/{cfg.seeds})")
             keep: dict[str, Any] = {}
             result = run_training(
-                run_cfg, output_dir=Path(cfg.compare.run_dir) / arm.name / f"seed{seed}",
+                run_cfg, out_dir / arm.name / f"seed{seed}",
                 net_overrides=arm.overrides, keep=keep,
             )
             rank_zero = keep["trainer"].is_global_zero
@@ -156,3 +158,13 @@ def compare(cfg: DictConfig, *, command: str | None = None) -> Summary | None:
     print(summary.markdown())
     print(f"[compare] wrote {out_dir}/results.md, results.csv, runs.csv, learning_curves.png, depth_attention.png")
     return summary
+
+
+def main(cfg: DictConfig) -> None:
+    """``qimia compare``: the comparison in the Hydra job's folder (``outputs/compare/<name>``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from qimia.app import output_dir
+
+    shown = [o for o in HydraConfig.get().overrides.task if o != "compare.report_only=true"]
+    compare(cfg, output_dir(), command=" ".join(["qimia compare", *shown]))

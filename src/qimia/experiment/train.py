@@ -3,7 +3,8 @@
 Seeds everything, builds data/network/task/trainer (:mod:`qimia.experiment.build`), fits (resuming
 from ``cfg.ckpt_path`` if given), evaluates the final weights on the test split and returns the
 numbers ``qimia compare`` tabulates. Logs (CSV, TensorBoard), checkpoints (``last.ckpt``) and the
-resolved ``config.yaml`` go to ``cfg.output_dir``.
+resolved ``config.yaml`` go to ``output_dir``; :func:`main` is ``qimia train``'s task function
+(the Hydra job's folder, ``outputs/train/<name>/<time>``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class RunResult:
     history: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     output_dir: str = ""
     world_size: int = 1
+    rank: int = 0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,6 +52,7 @@ class RunResult:
 
 
 def _ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
+    """``cfg.ckpt_path`` as a file (``"last"``: the run folder's ``checkpoints/last.ckpt``)."""
     if cfg.ckpt_path in (None, ""):
         return None
     if cfg.ckpt_path == "last":
@@ -63,8 +66,8 @@ def _ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
 
 def run_training(
     cfg: DictConfig,
+    output_dir: str | Path,
     *,
-    output_dir: str | Path | None = None,
     net_overrides: dict[str, Any] | None = None,
     callbacks: list[L.Callback] | None = None,
     keep: dict[str, Any] | None = None,
@@ -72,13 +75,13 @@ def run_training(
     """Train (and test) the model of ``cfg``.
 
     Args:
-        cfg: a composed config (:func:`qimia.experiment.config.compose_config`).
-        output_dir: overrides ``cfg.output_dir``.
+        cfg: a composed config (``qimia.app.compose("train", overrides)``).
+        output_dir: the run folder: logs, checkpoints, ``config.yaml``.
         net_overrides: model kwargs that win over the config (``qimia compare``'s arm and matched width).
         callbacks: extra Lightning callbacks.
         keep: if given, receives the built ``datamodule``, ``net``, ``module`` and ``trainer``.
     """
-    output_dir = Path(output_dir or cfg.output_dir)
+    output_dir = Path(output_dir)
     if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -110,8 +113,23 @@ def run_training(
         history=history.state_dict(),
         output_dir=str(output_dir),
         world_size=trainer.world_size,
+        rank=trainer.global_rank,
         model_kwargs={**model_kwargs(cfg, datamodule), **(net_overrides or {})},
     )
+
+
+def main(cfg: DictConfig) -> float | None:
+    """``qimia train``: train in the Hydra job's folder and print a one-line summary (rank 0).
+
+    Returns the headline test metric (what a Hydra sweeper optimises), ``None`` without a test.
+    """
+    from qimia.app import output_dir
+
+    result = run_training(cfg, output_dir())
+    if result.rank == 0:
+        print(f"[train] {result.params:,} parameters, {result.world_size} process(es); test: {result.test}; "
+              f"throughput {result.throughput:,.0f} {result.unit}/s; outputs in {result.output_dir}")
+    return result.test.get(f"test/{result.monitor}")
 
 
 def final_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

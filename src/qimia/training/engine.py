@@ -1,0 +1,135 @@
+"""The one training engine: every run of every system is a Lightning ``Trainer`` built here.
+
+    trainer = fit(cfg, module, run_dir, datamodule=dm)        # seeded, logged, checkpointed, resumable
+    metrics = test(trainer, module, datamodule=dm)            # {"test/acc": ...}
+
+``cfg`` is a composed qimia config: it carries ``seed``, ``threads``, ``ckpt_path``, ``loggers``,
+``checkpoint`` (from ``conf/shared/app.yaml``) and the ``trainer``, ``optimizer`` and ``scheduler``
+groups (``conf/shared/``). Optimizers and schedulers are Hydra ``_partial_`` factories, so any
+torch optimizer with any argument is a command-line override (``optimizer=rmsprop
+optimizer.alpha=0.95``), and clipping by norm or by value is Lightning's
+(``trainer.gradient_clip_val=10 trainer.gradient_clip_algorithm=value``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from qimia.training.callbacks import RNGState
+
+LOGGERS = ("csv", "tensorboard")
+
+
+def optimizer_factory(cfg: DictConfig) -> Any:
+    """``cfg.optimizer`` as a ``params -> Optimizer`` factory.
+
+    Raises:
+        ValueError: the optimizer config is not a ``_partial_`` factory.
+    """
+    if not OmegaConf.select(cfg, "optimizer._partial_", default=False):
+        raise ValueError("optimizer must be a partial factory: set optimizer._partial_=true (see conf/shared/optimizer/).")
+    return instantiate(cfg.optimizer)
+
+
+def scheduler_factory(cfg: DictConfig) -> Any:
+    """``cfg.scheduler`` as an ``optimizer -> LRScheduler`` factory, ``None`` for a constant rate."""
+    if cfg.get("scheduler") is None or len(cfg.scheduler) == 0:
+        return None
+    return instantiate(cfg.scheduler)
+
+
+def build_loggers(cfg: DictConfig, output_dir: Path) -> list:
+    """The ``cfg.loggers`` (``csv``, ``tensorboard``), each under ``output_dir/<name>``."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    known = {"csv": CSVLogger, "tensorboard": TensorBoardLogger}
+    unknown = sorted(set(cfg.loggers) - set(known))
+    if unknown:
+        raise ValueError(f"unknown loggers {unknown}; choose among {sorted(known)}.")
+    return [known[name](save_dir=str(output_dir), name="", version=name) for name in cfg.loggers]
+
+
+def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    """``cfg.trainer`` with ``last.ckpt`` under ``output_dir/checkpoints``, the loggers and
+    ``callbacks`` (plus :class:`~qimia.training.callbacks.RNGState`, so a resumed run draws the
+    same random numbers as an uninterrupted one)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    by_steps = cfg.checkpoint.every_n_train_steps
+    checkpoint = ModelCheckpoint(
+        dirpath=str(output_dir / "checkpoints"),
+        save_top_k=1,  # no monitor: the latest checkpoint, "last.ckpt" links to it
+        save_last="link",
+        every_n_epochs=None if by_steps else cfg.checkpoint.every_n_epochs,
+        every_n_train_steps=by_steps,
+        save_on_train_epoch_end=True,
+    )
+    return instantiate(
+        cfg.trainer,
+        callbacks=[checkpoint, RNGState(), *callbacks],
+        logger=build_loggers(cfg, output_dir) or False,
+        default_root_dir=str(output_dir),
+    )
+
+
+def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
+    """``cfg.ckpt_path`` as a file (``"last"``: ``output_dir/checkpoints/last.ckpt``), ``None``
+    for a fresh run.
+
+    Raises:
+        FileNotFoundError: no checkpoint there.
+    """
+    if cfg.ckpt_path in (None, ""):
+        return None
+    path = output_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r}: no checkpoint at {path}.")
+    return str(path)
+
+
+def seed_run(cfg: DictConfig) -> None:
+    """``torch.set_num_threads(cfg.threads)`` (if set) and seed every generator with ``cfg.seed``."""
+    if cfg.threads is not None:
+        torch.set_num_threads(int(cfg.threads))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+
+def fit(
+    cfg: DictConfig,
+    module: L.LightningModule,
+    output_dir: str | Path,
+    *,
+    datamodule: L.LightningDataModule | None = None,
+    train_dataloaders: Any = None,
+    val_dataloaders: Any = None,
+    callbacks: Sequence[L.Callback] = (),
+) -> L.Trainer:
+    """Fit ``module`` with the trainer of ``cfg`` in ``output_dir`` (resuming from
+    ``cfg.ckpt_path``); writes the resolved ``config.yaml`` there first. Call :func:`seed_run`
+    before building the module so its initialisation is seeded too.
+
+    Returns the trainer (for :func:`test`, ``trainer.interrupted``, ``trainer.global_rank``).
+    """
+    output_dir = Path(output_dir)
+    trainer = build_trainer(cfg, output_dir, callbacks)
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    trainer.fit(module, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders, datamodule=datamodule,
+                ckpt_path=resume_path(cfg, output_dir))
+    return trainer
+
+
+def test(trainer: L.Trainer, module: L.LightningModule, *, datamodule: Any = None, dataloaders: Any = None) -> dict[str, float]:
+    """The test metrics of ``module``'s current weights (``{}`` if training was interrupted)."""
+    if trainer.interrupted:
+        return {}
+    (metrics,) = trainer.test(module, dataloaders=dataloaders, datamodule=datamodule, verbose=trainer.is_global_zero)
+    return {k: float(v) for k, v in metrics.items()}
