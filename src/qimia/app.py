@@ -138,15 +138,9 @@ def _groups_only(root: str, overrides: Sequence[str]) -> list[str]:
 
 def _explain(message: str, config_name: str, overrides: Sequence[str]) -> str:
     message = message.split("Config search path:")[0].strip()  # Hydra internals: noise for a user
-    hints = []
+    hints = []  # (Hydra itself lists the options of a group when one is misspelt)
     if "not in struct" in message or "Could not override" in message or "Key '" in message:
         hints.append(_nearest_key_hint(message, config_name, overrides))
-    root = _split(config_name)[0]
-    for line in message.splitlines():
-        if "Could not find '" in line or "Could not load '" in line:
-            group = line.split("'")[1].rsplit("/", 1)[0]
-            if _is_group(root, group):
-                hints.append(f"available {group} options: {group_options(group, root)}")
     text = f"invalid config: {message}"
     hints = [h for h in hints if h]
     if hints:

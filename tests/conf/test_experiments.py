@@ -7,8 +7,12 @@ import pytest
 
 from qimia.experiment.arms import arms_from_config, match_arms, reference_arm
 from qimia.experiment.build import build_datamodule, model_kwargs
-from qimia.experiment.config import compose_config, group_options
+from functools import partial
+
+from qimia.app import compose, group_options
 from qimia.experiment.train import run_training
+
+compose_config = partial(compose, "models/train")
 
 EXPERIMENTS = group_options("experiment")
 CPU = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto", "trainer.precision=32-true",
@@ -55,10 +59,9 @@ def test_experiment_names_its_command(name):
 def test_experiment_runs_one_batch(name, offline_data, tmp_path):
     tiny = name not in ("transfer", "transfer_base")  # the transfer head's base config is already small
     overrides = [f"experiment={name}", *offline_overrides(name, offline_data), "trainer.fast_dev_run=true",
-                 f"tiny={str(tiny).lower()}", "threads=1", "loggers=[]", f"output_dir={tmp_path}",
-                 "trainer.enable_progress_bar=false"]
+                 f"tiny={str(tiny).lower()}", "threads=1", "loggers=[]", "trainer.enable_progress_bar=false"]
     cfg = compose_config(overrides)
-    result = run_training(cfg)
+    result = run_training(cfg, tmp_path)
     assert result.params > 0 and result.test, result
     # every arm of its comparison builds, parameter-matched to the reference
     arms = arms_from_config(cfg)

@@ -3,7 +3,11 @@ from __future__ import annotations
 import pytest
 
 from qimia.experiment.build import build_datamodule, build_net
-from qimia.experiment.config import compose_config
+from functools import partial
+
+from qimia.app import compose
+
+compose_config = partial(compose, "models/train")
 
 
 def test_a_model_name_that_fixes_the_mixer_is_not_silently_overridden():

@@ -5,21 +5,20 @@ import json
 import pytest
 
 from qimia.experiment.compare import StaleResultsError, compare
-from qimia.experiment.config import compose_config
+from qimia.app import compose
 
 compare_module = importlib.import_module("qimia.experiment.compare")
 
 
-def _cfg(tmp_path, *extra):
-    return compose_config([
+def _cfg(*extra):
+    return compose("models/compare", [
         "tiny=true", "threads=1", "seeds=2", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-        "trainer.enable_progress_bar=false", "loggers=[]", f"compare.out_dir={tmp_path / 'out'}",
-        f"compare.run_dir={tmp_path / 'runs'}", "compare.attention_batch=8", *extra,
+        "trainer.enable_progress_bar=false", "loggers=[]", "compare.attention_batch=8", *extra,
     ])
 
 
 def test_compare_writes_tables_plots_and_resumes(tmp_path, monkeypatch, capsys):
-    summary = compare(_cfg(tmp_path))
+    summary = compare(_cfg(), tmp_path / "out")
     out = tmp_path / "out"
     for name in ("results.md", "results.csv", "runs.csv", "learning_curves.png", "depth_attention.png"):
         assert (out / name).stat().st_size > 0, name
@@ -42,25 +41,25 @@ def test_compare_writes_tables_plots_and_resumes(tmp_path, monkeypatch, capsys):
         raise AssertionError("finished runs must not be re-trained")
 
     monkeypatch.setattr(compare_module, "run_training", no_training)
-    again = compare(_cfg(tmp_path))
+    again = compare(_cfg(), tmp_path / "out")
     assert again.arms[1].metric_mean == summary.arms[1].metric_mean
-    partial = compare(_cfg(tmp_path, "seeds=5", "compare.report_only=true"))  # tabulate what exists
+    partial = compare(_cfg("seeds=5", "compare.report_only=true"), tmp_path / "out")  # tabulate what exists
     assert all(a.seeds == 2 for a in partial.arms)
     # ... and refuses to mix in results of another config
     with pytest.raises(StaleResultsError, match="different config"):
-        compare(_cfg(tmp_path, "optimizer.lr=0.5"))
+        compare(_cfg("optimizer.lr=0.5"), tmp_path / "out")
 
 
 def test_variants_sweep_and_reference(tmp_path):
-    cfg = _cfg(tmp_path, "seeds=1", "compare.variants={ref: {mixer: residual}, h2: {mixer: qimia, qimia_heads: 2}}",
+    cfg = _cfg("seeds=1", "compare.variants={ref: {mixer: residual}, h2: {mixer: qimia, qimia_heads: 2}}",
                "compare.reference=ref")
-    summary = compare(cfg)
+    summary = compare(cfg, tmp_path / "out")
     assert [a.name for a in summary.arms] == ["ref", "h2"] and summary.reference == "ref"
     assert summary.arms[1].knob_value % 2 == 0  # heads split the width
 
 
 def test_bad_arms(tmp_path):
     with pytest.raises(ValueError, match="unknown mixers"):
-        compare(_cfg(tmp_path, "compare.mixers=[residual,resnet]"))
+        compare(_cfg("compare.mixers=[residual,resnet]"), tmp_path / "out")
     with pytest.raises(ValueError, match="not an arm"):
-        compare(_cfg(tmp_path, "compare.reference=dwa"))
+        compare(_cfg("compare.reference=dwa"), tmp_path / "out")

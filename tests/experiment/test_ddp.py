@@ -9,11 +9,11 @@ import pytest
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "QIMIA_RUN_STAMP": "ddp-test"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "qimia", "train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
         "tiny=true", "threads=1", "trainer.max_steps=3", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-        "loggers=[csv]", f"output_dir={tmp_path}",
+        "loggers=[csv]", f"hydra.run.dir={tmp_path}",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -2,8 +2,12 @@ import lightning as L
 import pytest
 import torch
 
-from qimia.experiment.config import compose_config
-from qimia.experiment.train import final_state, run_training
+from functools import partial
+
+from qimia.app import compose
+from qimia.experiment.train import final_state, load_run, run_training
+
+compose_config = partial(compose, "models/train")
 
 FAST = ["tiny=true", "threads=1", "trainer.deterministic=true", "trainer.enable_progress_bar=false"]
 
@@ -22,14 +26,12 @@ class Crash(L.Callback):
 def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     common = [*FAST, "trainer.max_epochs=3", "data.batch_size=128"]  # 9 steps per epoch
     full: dict = {}
-    uninterrupted = run_training(compose_config([*common, f"output_dir={tmp_path / 'full'}"]), keep=full)
+    uninterrupted = run_training(compose_config(common), tmp_path / "full", keep=full)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_training(compose_config([*common, f"output_dir={tmp_path / 'part'}"]), callbacks=[Crash(at_step=13)])
+        run_training(compose_config(common), tmp_path / "part", callbacks=[Crash(at_step=13)])
     assert (tmp_path / "part" / "checkpoints" / "last.ckpt").exists()
     resumed_parts: dict = {}
-    resumed = run_training(
-        compose_config([*common, "ckpt_path=last", f"output_dir={tmp_path / 'part'}"]), keep=resumed_parts
-    )
+    resumed = run_training(compose_config([*common, "ckpt_path=last"]), tmp_path / "part", keep=resumed_parts)
     assert resumed_parts["trainer"].global_step == full["trainer"].global_step == 27
     a, b = final_state(full["net"]), final_state(resumed_parts["net"])
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -38,7 +40,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
 
 
 def test_outputs_logs_and_config(tmp_path):
-    result = run_training(compose_config([*FAST, "trainer.max_epochs=1", f"output_dir={tmp_path}"]))
+    result = run_training(compose_config([*FAST, "trainer.max_epochs=1"]), tmp_path)
     assert (tmp_path / "config.yaml").exists()
     assert (tmp_path / "csv" / "metrics.csv").exists()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents*"))
@@ -51,7 +53,7 @@ def test_outputs_logs_and_config(tmp_path):
 
 def test_bf16_mixed_switch(tmp_path):
     result = run_training(compose_config([*FAST, "trainer.fast_dev_run=true", "trainer.precision=bf16-mixed",
-                                          f"output_dir={tmp_path}", "loggers=[]"]))
+                                          "loggers=[]"]), tmp_path)
     assert result.test["test/loss"] > 0
 
 
@@ -71,6 +73,23 @@ def test_compile_switch_wraps_the_network():
 def test_scheduler_options(tmp_path, scheduler):
     keep: dict = {}
     run_training(compose_config([*FAST, f"scheduler={scheduler}", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-                                 "loggers=[]", "test=false", f"output_dir={tmp_path}"]), keep=keep)
+                                 "loggers=[]", "test=false"]), tmp_path, keep=keep)
     configs = keep["trainer"].lr_scheduler_configs
     assert (len(configs) == 0) == (scheduler == "none")
+
+
+def test_a_trained_network_is_rebuilt_from_its_run_folder(tmp_path):
+    keep: dict = {}
+    run_training(compose_config([*FAST, "trainer.max_epochs=1", "trainer.limit_train_batches=3", "loggers=[]"]),
+                 tmp_path, keep=keep)
+    images = next(iter(keep["datamodule"].test_dataloader()))[0]
+    trained = keep["net"].eval()
+    rebuilt = load_run(tmp_path)
+    assert type(rebuilt) is type(trained) and not rebuilt.training
+    with torch.no_grad():
+        assert torch.equal(rebuilt(images), trained(images))
+
+
+def test_rebuilding_needs_a_finished_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="net.yaml"):
+        load_run(tmp_path)

@@ -1,7 +1,7 @@
 """MNIST from a local ``mnist.pkl.gz`` (the 50k/10k/10k deeplearning.net split), local IDX files,
 or torchvision's download.
 
-    MNISTDataModule(path="../shared/data/mnist.pkl.gz")    # pickle: ((Xtr, ytr), (Xva, yva), (Xte, yte))
+    MNISTDataModule(path="data/mnist.pkl.gz")              # pickle: ((Xtr, ytr), (Xva, yva), (Xte, yte))
     MNISTDataModule(path="data/MNIST/raw")                  # IDX: train-images-idx3-ubyte[.gz], ...
     MNISTDataModule(root="data", download=True)             # torchvision, 60k train (5k held out) / 10k test
 """
@@ -28,14 +28,41 @@ IDX_FILES = {
 Split = tuple[Tensor, Tensor]  # images (N, 1, 28, 28) in [0, 1], labels (N,)
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds numpy arrays and nothing else: a crafted pickle cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name}: an MNIST pickle holds only numpy arrays (a pickle naming other "
+                "objects could run code)"
+            )
+        return super().find_class(module, name)
+
+
 def load_mnist_pkl(path: str | Path) -> tuple[Split, Split, Split]:
-    """Read ``mnist.pkl.gz`` -> train, valid, test splits of ``(N, 1, 28, 28)`` images in [0, 1]."""
+    """Read ``mnist.pkl.gz`` -> train, valid, test splits of ``(N, 1, 28, 28)`` images in [0, 1].
+
+    Only numpy arrays are unpickled (:class:`_ArraysOnly`), so a crafted file cannot run code.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no MNIST pickle at {path}; pass data.path=<.../mnist.pkl.gz>.")
+        raise FileNotFoundError(
+            f"no MNIST pickle at {path}; set QIMIA_DATA_DIR=<folder holding mnist.pkl.gz> or pass "
+            "data.path=<.../mnist.pkl.gz> (data.path=null reads torchvision's MNIST from data.root)."
+        )
     try:
         with gzip.open(path, "rb") as f:
-            splits = pickle.load(f, encoding="latin1")
+            splits = _ArraysOnly(f, encoding="latin1").load()
         out = []
         for images, labels in splits:
             x = torch.as_tensor(np.asarray(images, dtype=np.float32)).view(-1, 1, 28, 28)

@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from qimia.data.base import SplitDataModule
 from qimia.training import TASKS, TaskModule
+from qimia.training.engine import optimizer_factory, scheduler_factory
 
 
 def build_datamodule(cfg: DictConfig) -> SplitDataModule:
@@ -78,50 +78,11 @@ def build_net(cfg: DictConfig, datamodule: SplitDataModule, **overrides: Any) ->
     return net
 
 
-def _scheduler(cfg: DictConfig) -> Any:
-    if cfg.get("scheduler") is None or len(cfg.scheduler) == 0:
-        return None
-    return instantiate(cfg.scheduler)
-
-
 def build_task(cfg: DictConfig, net: nn.Module, datamodule: SplitDataModule) -> TaskModule:
     """The LightningModule of ``net.task``, with the optimizer and scheduler factories of the config."""
     task = getattr(net, "task", None)
     if task not in TASKS:
         raise ValueError(f"{type(net).__name__}.task is {task!r}; the pipeline trains tasks {sorted(TASKS)}.")
-    if not OmegaConf.select(cfg, "optimizer._partial_", default=False):
-        raise ValueError("optimizer must be a partial factory: set optimizer._partial_=true (see conf/optimizer/).")
-    optimizer = instantiate(cfg.optimizer)
     extra = {**getattr(datamodule, "task_kwargs", {}), **OmegaConf.to_container(cfg.task, resolve=True)}
-    return TASKS[task](net=net, optimizer=optimizer, scheduler=_scheduler(cfg), compile=bool(cfg.compile), **extra)
-
-
-def build_loggers(cfg: DictConfig, output_dir: Path) -> list:
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-    known = {"csv": CSVLogger, "tensorboard": TensorBoardLogger}
-    unknown = sorted(set(cfg.loggers) - set(known))
-    if unknown:
-        raise ValueError(f"unknown loggers {unknown}; choose among {sorted(known)}.")
-    return [known[name](save_dir=str(output_dir), name="", version=name) for name in cfg.loggers]
-
-
-def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[L.Callback]) -> L.Trainer:
-    """``cfg.trainer`` with checkpoints under ``output_dir/checkpoints`` and CSV/TensorBoard logs."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    by_steps = cfg.checkpoint.every_n_train_steps
-    checkpoint = ModelCheckpoint(
-        dirpath=str(output_dir / "checkpoints"),
-        save_top_k=1,  # no monitor: the latest checkpoint, "last.ckpt" links to it
-        save_last="link",
-        every_n_epochs=None if by_steps else cfg.checkpoint.every_n_epochs,
-        every_n_train_steps=by_steps,
-        save_on_train_epoch_end=True,
-    )
-    return instantiate(
-        cfg.trainer,
-        callbacks=[checkpoint, *callbacks],
-        logger=build_loggers(cfg, output_dir) or False,
-        default_root_dir=str(output_dir),
-    )
+    return TASKS[task](net=net, optimizer=optimizer_factory(cfg), scheduler=scheduler_factory(cfg),
+                       compile=bool(cfg.compile), **extra)

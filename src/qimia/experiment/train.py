@@ -17,9 +17,14 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from qimia.experiment.build import build_datamodule, build_net, build_task, build_trainer, model_kwargs
+from qimia.experiment.build import build_datamodule, build_net, build_task, model_kwargs
 from qimia.params import count_parameters
-from qimia.training import MetricHistory, RNGState, Throughput
+from qimia.training import MetricHistory, Throughput
+from qimia.training.engine import fit, seed_run
+from qimia.training.engine import test as engine_test
+
+
+NET_FILE = "net.yaml"  # the network's registry name and every kwarg it was built with
 
 
 @dataclass
@@ -51,19 +56,6 @@ class RunResult:
         return asdict(self)
 
 
-def _ckpt_path(cfg: DictConfig, output_dir: Path) -> str | None:
-    """``cfg.ckpt_path`` as a file (``"last"``: the run folder's ``checkpoints/last.ckpt``)."""
-    if cfg.ckpt_path in (None, ""):
-        return None
-    if cfg.ckpt_path == "last":
-        path = output_dir / "checkpoints" / "last.ckpt"
-    else:
-        path = Path(cfg.ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r}: no checkpoint at {path}.")
-    return str(path)
-
-
 def run_training(
     cfg: DictConfig,
     output_dir: str | Path,
@@ -82,9 +74,7 @@ def run_training(
         keep: if given, receives the built ``datamodule``, ``net``, ``module`` and ``trainer``.
     """
     output_dir = Path(output_dir)
-    if cfg.threads is not None:
-        torch.set_num_threads(int(cfg.threads))
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    seed_run(cfg)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -92,15 +82,12 @@ def run_training(
     module = build_task(cfg, net, datamodule)
     unit = "tokens" if net.task == "language_modeling" else "samples"
     throughput, history = Throughput(unit), MetricHistory()
-    trainer = build_trainer(cfg, output_dir, [throughput, history, RNGState(), *(callbacks or [])])
-    if trainer.is_global_zero:
+    if L.fabric.utilities.rank_zero.rank_zero_only.rank == 0:
         output_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=_ckpt_path(cfg, output_dir))
-    test: dict[str, float] = {}
-    if cfg.test and not trainer.interrupted:
-        (metrics,) = trainer.test(module, datamodule=datamodule, verbose=trainer.is_global_zero)
-        test = {k: float(v) for k, v in metrics.items()}
+        kwargs = {**model_kwargs(cfg, datamodule), **(net_overrides or {})}
+        OmegaConf.save(OmegaConf.create({"name": cfg.model.name, "kwargs": kwargs}), output_dir / NET_FILE)
+    trainer = fit(cfg, module, output_dir, datamodule=datamodule, callbacks=[throughput, history, *(callbacks or [])])
+    test = engine_test(trainer, module, datamodule=datamodule) if cfg.test else {}
     if keep is not None:
         keep.update(datamodule=datamodule, net=net, module=module, trainer=trainer)
     return RunResult(
@@ -130,6 +117,30 @@ def main(cfg: DictConfig) -> float | None:
         print(f"[train] {result.params:,} parameters, {result.world_size} process(es); test: {result.test}; "
               f"throughput {result.throughput:,.0f} {result.unit}/s; outputs in {result.output_dir}")
     return result.test.get(f"test/{result.monitor}")
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "last.ckpt") -> torch.nn.Module:
+    """The trained network of a run folder (``qimia train``, or one arm of ``qimia compare``),
+    rebuilt from its ``net.yaml`` and ``checkpoints/<checkpoint>`` (read with
+    ``weights_only=True``), in eval mode.
+
+    Example:
+        >>> net = load_run("outputs/train/digits_resnet/2026-12-01_10-00-00")  # doctest: +SKIP
+        >>> logits = net(images)
+    """
+    from qimia.models import create_model
+
+    run_dir = Path(run_dir)
+    spec_path, ckpt_path = run_dir / NET_FILE, run_dir / "checkpoints" / checkpoint
+    for path in (spec_path, ckpt_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: pass the folder of a finished qimia train run.")
+    spec = OmegaConf.to_container(OmegaConf.load(spec_path), resolve=True)
+    assert isinstance(spec, dict)
+    net = create_model(spec["name"], **spec["kwargs"])
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+    return net.eval()
 
 
 def final_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
