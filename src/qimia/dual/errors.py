@@ -17,3 +17,11 @@ class StoreError(DualFormError):
 
 class CorruptShardError(StoreError):
     """A shard file is truncated or its checksum does not match the manifest."""
+
+
+class VerificationError(StoreError):
+    """A store failed :func:`qimia.dual.verify.verify_store`: a checksum or a reconstruction above tolerance."""
+
+
+class UnrecordedLayerWarning(UserWarning):
+    """Trainable layers of the model that the recorder does not record (listed by name with the reason)."""

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from qimia.dual import layers as L
 from qimia.dual.reconstruct import Keep, layer_coefficients, resolve_keep
 from qimia.dual.store import LABEL, DualStore, iter_chunks, to_tensor
 
@@ -105,8 +106,8 @@ class DualExplainer:
         mask = resolve_keep(self.store, self.spec.name, keep)
         rows = max(1024, self.max_block // max(1, q.shape[0] * len(names)))
         for off, shard, lo, hi in iter_chunks(self.store, self.spec.name, rows):
-            X = to_tensor(shard.keys[lo:hi], self.device, torch.float32)             # (n, d_key)
-            dot = q @ X.T                                                            # (M, n)  x_i . x
+            X = L.load_keys(self.spec, shard.keys[lo:hi], self.device, torch.float32)  # (n, d_key) or ids
+            dot = L.key_dot(self.spec, q, X)                                         # (M, n)  x_i . x
             m = None if mask is None else torch.from_numpy(mask[off:off + hi - lo]).to(self.device, dot.dtype)
             out = {}
             for name in names:
@@ -200,10 +201,14 @@ class DualExplainer:
 
 @torch.no_grad()
 def layer_inputs(model: nn.Module, x: torch.Tensor, layers: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Run ``model(x)`` in eval mode and return ``({layer: (M * uses * rows, d_key) inputs}, output)``."""
+    """Run ``model(x)`` in eval mode and return ``({layer: (M * uses * rows, d_key) queries}, output)``.
+
+    Queries are what the layer's keys are (:mod:`qimia.dual.layers`): input rows of a Linear,
+    input patches of a convolution (one row per output position), one-hot tokens of an embedding.
+    """
     captured: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
     handles = [model.get_submodule(n).register_forward_hook(
-        lambda m, a, o, n=n: captured[n].append(a[0].detach().reshape(-1, a[0].shape[-1]))) for n in layers]
+        lambda m, a, o, n=n: captured[n].append(L.query_rows(m, a[0]))) for n in layers]
     was_training = model.training
     model.eval()
     try:
@@ -225,13 +230,14 @@ def layer_inputs_and_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     """
     inputs: dict[str, torch.Tensor] = {}
     outputs: dict[str, torch.Tensor] = {}
+    modules = {n: model.get_submodule(n) for n in layers}
 
     def hook(m: nn.Module, a: tuple, o: torch.Tensor, n: str) -> None:
-        inputs[n] = a[0].detach()
+        inputs[n] = L.query_rows(m, a[0])                                            # (M * rows, d_key)
         o.retain_grad()
         outputs[n] = o
 
-    handles = [model.get_submodule(n).register_forward_hook(lambda m, a, o, n=n: hook(m, a, o, n)) for n in layers]
+    handles = [modules[n].register_forward_hook(lambda m, a, o, n=n: hook(m, a, o, n)) for n in layers]
     was = model.training
     model.eval()
     try:
@@ -241,7 +247,7 @@ def layer_inputs_and_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         model.train(was)
         for h in handles:
             h.remove()
-    return inputs, {n: outputs[n].grad.detach() for n in layers}
+    return inputs, {n: L.output_rows(modules[n], outputs[n].grad) for n in layers}
 
 
 def example_scores(store: DualStore, layer: str | int, queries: torch.Tensor, test_errors: torch.Tensor,
@@ -266,10 +272,10 @@ def example_scores(store: DualStore, layer: str | int, queries: torch.Tensor, te
     out = torch.zeros(q.shape[0], num_examples, device=device)
     rows = max(1024, max_block // max(1, q.shape[0]))
     for off, shard, lo, hi in iter_chunks(store, spec.name, rows):
-        X = to_tensor(shard.keys[lo:hi], device, torch.float32)                      # (n, d_key)
+        X = L.load_keys(spec, shard.keys[lo:hi], device, torch.float32)              # (n, d_key) or ids
         E = to_tensor(shard.values[lo:hi], device, torch.float32)                    # (n, d_value)
         sl = slice(off, off + hi - lo)
-        w = (q @ X.T) * torch.from_numpy(co.c_w[sl]).to(device, torch.float32) \
+        w = L.key_dot(spec, q, X) * torch.from_numpy(co.c_w[sl]).to(device, torch.float32) \
             + torch.from_numpy(co.c_b[sl]).to(device, torch.float32)                 # (M, n) attention weights
         out.index_add_(1, torch.from_numpy(ex_ids[sl]).to(device), -(w * (g @ E.T)))  # (M, n) -> examples
     return out.cpu()

@@ -4,7 +4,9 @@ Lightning is imported lazily: ``DualRecorderCallback`` is built on first attribu
 (PEP 562), so importing :mod:`qimia.dual` never imports Lightning. The recorder hooks the
 torch optimizer itself, so automatic optimization (``optimizer.step(closure)``), gradient
 clipping by norm (``Trainer(gradient_clip_val=..., gradient_clip_algorithm="norm")``) and
-LR schedulers are all exact.
+LR schedulers are all exact. Mixed precision (``precision="bf16-mixed"`` / ``"16-mixed"``) runs the
+layers under ``torch.autocast`` and is refused at the first forward pass with a ``DualFormError``:
+use ``precision="32-true"`` (or ``"64-true"`` with ``dtype="float64"``).
 
 Example::
 
@@ -24,7 +26,7 @@ from qimia.dual.recorder import DualRecorder
 
 # (batch, batch_idx) -> (example ids (B,), labels (B,) or None, task id)
 BatchMeta = Callable[[Any, int], tuple[Any, Any, int]]
-_ALLOWED = {"layers", "dtype", "keys_only", "flush_every", "overwrite", "check_gradients", "info"}
+_ALLOWED = {"layers", "dtype", "keys_only", "flush_every", "overwrite", "check_gradients", "exact_check_steps", "info"}
 
 
 @functools.cache
@@ -35,13 +37,13 @@ def _build() -> type:
         raise ImportError("DualRecorderCallback needs the 'lightning' package: pip install lightning") from exc
 
     class DualRecorderCallback(Callback):
-        """Records every ``nn.Linear`` of the LightningModule into a :class:`~qimia.dual.store.DualStore`.
+        """Records the LightningModule's layers into a :class:`~qimia.dual.store.DualStore`.
 
         Args:
             path: store directory.
             batch_meta: maps ``(batch, batch_idx)`` to ``(example_ids, labels, task)`` for slot metadata.
             **recorder_kwargs: passed to :class:`~qimia.dual.recorder.DualRecorder` (``layers``, ``dtype``,
-                ``keys_only``, ``flush_every``, ``overwrite``, ``check_gradients``, ``info``).
+                ``keys_only``, ``flush_every``, ``overwrite``, ``check_gradients``, ``exact_check_steps``, ``info``).
         """
 
         def __init__(self, path: str, batch_meta: BatchMeta, **recorder_kwargs: Any) -> None:

@@ -1,7 +1,10 @@
 r"""Rebuild trained weights from ``W_0`` and the memory, and run a layer in its dual form.
 
-With per-slot coefficients ``c_i`` (weight) and ``c^b_i`` (bias) from
-:mod:`qimia.dual.optim_coeffs` and values ``e_i = dL/dy_i``::
+Irie, Csordás, Schmidhuber (2022), "The Dual Form of Neural Networks Revisited". ``W`` is the
+layer's dual matrix ``(d_value, d_key)`` (:mod:`qimia.dual.layers`: a Linear's weight, a
+convolution's weight flattened per output channel, an embedding's weight transposed). With
+per-slot coefficients ``c_i`` (weight) and ``c^b_i`` (bias) from :mod:`qimia.dual.optim_coeffs`
+and values ``e_i = dL/dy_i``::
 
     W_T = a_W W_0 + sum_i c_i e_i x_i^T           (primal weights)
     b_T = a_b b_0 + sum_i c^b_i e_i                (the bias is a constant-1 key)
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from qimia.dual import layers as L
 from qimia.dual.errors import StoreError
 from qimia.dual.optim_coeffs import param_coefficients
 from qimia.dual.store import STEP, DualStore, iter_chunks, to_tensor
@@ -81,25 +85,29 @@ def resolve_keep(store: DualStore, layer: str | int, keep: Keep) -> np.ndarray |
 def reconstruct_layer(store: DualStore, layer: str | int, *, keep: Keep = None,
                       dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu",
                       chunk_rows: int = 65536) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``W_T`` ``(d_value, d_key)`` and ``b_T`` ``(d_value,)`` from ``W_0`` and the memory (``keep`` slots only)."""
+    """``W_T`` in the weight parameter's shape and ``b_T`` ``(d_value,)`` from ``W_0`` and the memory.
+
+    Only the ``keep`` slots are summed. For a Linear ``W_T`` is ``(d_value, d_key)``; for a
+    convolution ``(out, C, *k)``; for an embedding ``(V, D)``.
+    """
     spec = store.layer(layer)
     co = layer_coefficients(store, spec.name)
     mask = resolve_keep(store, spec.name, keep)
     w0 = store.w0()
-    W = co.a_w * w0[spec.weight].to(device, dtype)                                   # (d_value, d_key)
+    W = co.a_w * L.from_param(spec, w0[spec.weight]).to(device, dtype)                # (d_value, d_key)
     b = co.a_b * w0[spec.bias].to(device, dtype) if spec.bias is not None else None  # (d_value,)
     for off, shard, lo, hi in iter_chunks(store, spec.name, chunk_rows):
-        X = to_tensor(shard.keys[lo:hi], device, dtype)        # (n, d_key)
+        X = L.load_keys(spec, shard.keys[lo:hi], device, dtype)                      # (n, d_key) or (n, 1) ids
         E = to_tensor(shard.values[lo:hi], device, dtype)      # (n, d_value)
         cw = torch.from_numpy(co.c_w[off:off + hi - lo]).to(device, dtype)           # (n,)
         cb = torch.from_numpy(co.c_b[off:off + hi - lo]).to(device, dtype)           # (n,)
         if mask is not None:
             m = torch.from_numpy(mask[off:off + hi - lo]).to(device, dtype)
             cw, cb = cw * m, cb * m
-        W += (E * cw[:, None]).T @ X
+        L.add_outer(spec, W, E * cw[:, None], X)                                     # W += (c E)^T X
         if b is not None:
             b += cb @ E
-    return W, b
+    return L.to_param(spec, W).contiguous(), b
 
 
 def reconstruct_model(store: DualStore, model: nn.Module, *, keep: Keep = None,
@@ -122,7 +130,8 @@ def dual_forward(store: DualStore, layer: str | int, x: torch.Tensor, *, keep: K
     """The layer's output computed as attention over the memory, never forming ``W_T``.
 
     Args:
-        x: ``(M, d_key)`` queries; dtype and device of the computation are taken from ``x``.
+        x: ``(M, d_key)`` queries (a convolution's input patches, an embedding's one-hot tokens: see
+            :func:`qimia.dual.explain.layer_inputs`); dtype and device of the computation are taken from ``x``.
 
     Returns:
         ``(M, d_value)``: ``a_W W_0 x + a_b b_0 + sum_i e_i (c_i (x_i . x) + c^b_i)``.
@@ -134,17 +143,17 @@ def dual_forward(store: DualStore, layer: str | int, x: torch.Tensor, *, keep: K
     mask = resolve_keep(store, spec.name, keep)
     w0 = store.w0()
     dev, dt = x.device, x.dtype
-    y = co.a_w * x @ w0[spec.weight].to(dev, dt).T                                   # (M, d_value)
+    y = co.a_w * x @ L.from_param(spec, w0[spec.weight]).to(dev, dt).T              # (M, d_value)
     if spec.bias is not None:
         y = y + co.a_b * w0[spec.bias].to(dev, dt)
     for off, shard, lo, hi in iter_chunks(store, spec.name, chunk_rows):
-        X = to_tensor(shard.keys[lo:hi], dev, dt)              # (n, d_key)
+        X = L.load_keys(spec, shard.keys[lo:hi], dev, dt)      # (n, d_key) or (n, 1) ids
         E = to_tensor(shard.values[lo:hi], dev, dt)            # (n, d_value)
         cw = torch.from_numpy(co.c_w[off:off + hi - lo]).to(dev, dt)
         cb = torch.from_numpy(co.c_b[off:off + hi - lo]).to(dev, dt)
         if mask is not None:
             m = torch.from_numpy(mask[off:off + hi - lo]).to(dev, dt)
             cw, cb = cw * m, cb * m
-        attn = (x @ X.T) * cw + cb                                                   # (M, n) attention weights
+        attn = L.key_dot(spec, x, X) * cw + cb                                       # (M, n) attention weights
         y = y + attn @ E                                                             # (M, d_value)
     return y

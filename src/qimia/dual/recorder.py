@@ -1,15 +1,21 @@
-"""Record the dual-form memory of every ``nn.Linear`` while a model trains normally.
+"""Record the dual-form memory of every ``nn.Linear`` and convolution while a model trains normally.
 
-For each recorded layer ``y = W x + b`` and each optimizer step ``t`` the recorder keeps,
-per example and per use of the layer (recurrent cells and shared modules are used several
-times per forward pass), the key ``x_t`` (the layer input) and the value ``e_t = dL/dy_t``
-exactly as autograd computes it during the real backward pass, so loss-reduction factors
-(``1/B`` of a mean) are included automatically. Per step it stores the optimizer scalars
-(learning rate from any scheduler, momentum, dampening, Nesterov, weight decay) and, per
-parameter, the factor by which ``.grad`` was rescaled between backward and ``step()``
-(gradient clipping), detected by comparing ``.grad`` with the gradient autograd produced.
-``optimizer.zero_grad``/``model.zero_grad`` are wrapped: they also drop the slots of backward
-passes whose ``step()`` never came (skipped non-finite or GradScaler steps, gradient probes).
+Irie, Csordás, Schmidhuber (2022), "The Dual Form of Neural Networks Revisited". For each
+recorded layer ``y = W x + b`` (:mod:`qimia.dual.layers`: Linear, Conv1d/2d/3d, and Embedding
+on request) and each optimizer step ``t`` the recorder keeps, per example and per use of the
+layer (recurrent cells and shared modules are used several times per forward pass), the key
+``x_t`` (the layer input row, a convolution's input patch, an embedding's token id) and the
+value ``e_t = dL/dy_t`` exactly as autograd computes it during the real backward pass, so
+loss-reduction factors (``1/B`` of a mean) are included automatically. Per step it stores the
+optimizer scalars (learning rate from any scheduler, momentum, dampening, Nesterov, weight
+decay) and, per parameter, the factor by which ``.grad`` was rescaled between backward and
+``step()`` (gradient clipping). :mod:`qimia.dual.grad_checks` verifies on every step that the
+slots sum to autograd's gradient, that ``.grad`` is a scalar multiple of it and that the
+weights changed only in ``step()``; anything else raises :class:`DualFormError`, never a
+silently wrong memory. Trainable layers that are not recorded are listed in an
+:class:`UnrecordedLayerWarning`. ``optimizer.zero_grad``/``model.zero_grad`` are wrapped: they
+also drop the slots of backward passes whose ``step()`` never came (skipped non-finite or
+GradScaler steps, gradient probes).
 
 Usage (plain loop)::
 
@@ -27,6 +33,7 @@ Usage (plain loop)::
 from __future__ import annotations
 
 import contextlib
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -36,19 +43,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from qimia.dual.errors import DualFormError, StoreError
+from qimia.dual import layers as L
+from qimia.dual.errors import DualFormError, StoreError, UnrecordedLayerWarning
+from qimia.dual.grad_checks import GradientChecks
 from qimia.dual.optim_coeffs import check_optimizer, group_scalars
 from qimia.dual.store import META_COLUMNS, DualStore, LayerSpec
 
-_PROBE = 4096  # coordinates per parameter probed by the clipping detector
-
-
+_STORE_TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16}
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 @dataclass
 class _Use:
     """One call of a recorded layer: rows of keys, their values (after backward), and metadata."""
 
-    keys: torch.Tensor                  # (n, d_key)
+    keys: torch.Tensor                  # (n, d_key), or (n, 1) token ids for an embedding
     meta: torch.Tensor                  # (n, 6) int64
     batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None  # set_batch() metadata at forward time
     values: torch.Tensor | None = None  # (n, d_value), set by the tensor hook
@@ -73,9 +81,12 @@ def _snapshot(obj: Any) -> Any:
     return obj
 
 
-def linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    """All trainable ``nn.Linear`` submodules in registration order (index 0 = input layer)."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.weight.requires_grad]
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The low-precision dtype an enabled ``torch.autocast`` casts matmuls on ``x``'s device to, else None."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) in _LOW_PRECISION:
+        return torch.get_autocast_dtype(device)
+    return None
 
 
 class DualRecorder:
@@ -85,16 +96,21 @@ class DualRecorder:
         model: the model being trained (any ``nn.Module``).
         optimizer: ``torch.optim.SGD`` for the exact form; other optimizers need ``keys_only``.
         path: store directory.
-        layers: module names to record (default: every trainable ``nn.Linear``).
-        dtype: ``"float32"`` or ``"float16"`` storage of keys and values.
+        layers: module names to record (default: every trainable ``nn.Linear`` and ``nn.Conv1d/2d/3d``;
+            name an ``nn.Embedding`` here to record it too). Layers without an exact form (fused
+            ``nn.LSTM``/``nn.GRU``, ``nn.MultiheadAttention``, grouped convolutions) are refused by name.
+        dtype: ``"float64"`` (for fp64 training), ``"float32"`` or ``"float16"`` storage of keys and values.
         keys_only: record inputs only (APPROXIMATE analysis, any optimizer, no reconstruction).
         flush_every: commit a shard group (and a resume checkpoint) every this many steps.
         resume: continue a killed recording: loads model/optimizer/state_objects from the last commit.
         overwrite: replace an existing store at ``path``.
         state_objects: extra objects with ``state_dict``/``load_state_dict`` saved for resume
             (e.g. ``{"scheduler": sched}``).
-        check_gradients: verify every step that the recorded slots reproduce autograd's weight
-            gradient ``sum_i e_i x_i^T`` (costs one matmul per layer; for debugging).
+        check_gradients: verify on every step that the recorded slots reproduce autograd's whole
+            gradient ``sum_i e_i x_i^T`` (one matmul per layer; a 512-coordinate probe of it runs on
+            every step regardless).
+        exact_check_steps: the first steps that get that whole-gradient check (default 4: catches a
+            weight also used outside its module from the start).
         info: JSON-serialisable metadata stored in the manifest.
         async_writes: commit shards on a background thread (overlaps disk I/O with training).
     """
@@ -103,26 +119,31 @@ class DualRecorder:
                  layers: list[str] | None = None, dtype: str = "float32", keys_only: bool = False,
                  flush_every: int = 64, resume: bool = False, overwrite: bool = False,
                  state_objects: Mapping[str, Any] | None = None, check_gradients: bool = False,
-                 info: Mapping[str, Any] | None = None, async_writes: bool = True) -> None:
+                 exact_check_steps: int = 4, info: Mapping[str, Any] | None = None,
+                 async_writes: bool = True) -> None:
         check_optimizer(optimizer, keys_only)
         if flush_every < 1:
             raise ValueError(f"flush_every must be >= 1, got {flush_every}.")
         self.model, self.optimizer = model, optimizer
-        self.keys_only, self.flush_every, self.check_gradients = keys_only, flush_every, check_gradients
+        self.keys_only, self.flush_every = keys_only, flush_every
         self.state_objects = dict(state_objects or {})
         self._modules = self._select_layers(model, layers)
         param_names = {id(p): n for n, p in model.named_parameters()}
-        self.specs: list[LayerSpec] = []
-        for i, (name, mod) in enumerate(self._modules):
-            self.specs.append(LayerSpec(name=name, index=i, d_key=mod.in_features, d_value=mod.out_features,
-                                        weight=param_names[id(mod.weight)],
-                                        bias=param_names[id(mod.bias)] if mod.bias is not None else None))
-        self._params: dict[str, nn.Parameter] = {}
+        self.specs = [L.layer_spec(name, i, mod, param_names) for i, (name, mod) in enumerate(self._modules)]
+        self._params: dict[str, nn.Parameter] = {}      # recorded and trained
+        frozen: dict[str, nn.Parameter] = {}            # recorded, never trained (a frozen bias stays b_0)
         for (_, mod), spec in zip(self._modules, self.specs):
             self._params[spec.weight] = mod.weight
             if spec.bias is not None:
-                self._params[spec.bias] = mod.bias
+                (self._params if mod.bias.requires_grad else frozen)[spec.bias] = mod.bias
+        if not keys_only:
+            for pname, p in {**self._params, **frozen}.items():
+                if p.dtype not in (torch.float32, torch.float64):
+                    raise DualFormError(f"parameter {pname} is {p.dtype}: every low-precision update and weight "
+                                        "gradient is rounded, so W_T is not W_0 plus the recorded sum of e_t x_t^T. "
+                                        "Train in float32 or float64, or record with keys_only=True.")
         self._group_of = self._param_groups(optimizer)
+        self._checks = GradientChecks(self._params, frozen, exact_check_steps, check_gradients)
 
         if resume:
             self.store = DualStore.open(path, resume=True)
@@ -136,48 +157,37 @@ class DualRecorder:
             for key, obj in self.state_objects.items():
                 obj.load_state_dict(state[key])
         else:
-            w0 = {n: p for n, p in self._params.items()}
-            self.store = DualStore.create(path, self.specs, dtype=dtype, keys_only=keys_only, w0=w0,
-                                          info=info, overwrite=overwrite)
+            self.store = DualStore.create(path, self.specs, dtype=dtype, keys_only=keys_only,
+                                          w0={**self._params, **frozen}, info=info, overwrite=overwrite)
         self.step = self.store.num_steps
-        self._store_dtype = torch.float16 if self.store.manifest["dtype"] == "float16" else torch.float32
+        self._store_dtype = _STORE_TORCH_DTYPES[self.store.manifest["dtype"]]
         self._batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._batch_version = 0
         self._meta_cache_key: tuple | None = None
         self._meta_cache = torch.empty(0)
         self._uses: dict[str, list[_Use]] = {s.name: [] for s in self.specs}
-        self._grad_stats: dict[str, torch.Tensor] = {}    # param -> [||g||^2, g . u] of autograd's gradient
-        self._probes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # param -> (coordinates, signs u)
-        self._raw_grads: dict[str, torch.Tensor] = {}     # only with check_gradients
-        self._grad_version: dict[str, tuple[torch.Tensor, int]] = {}
         self._pending = _Pending()
         self._paused = False
+        self._stopped: str | None = None      # why the recording stopped (a DualFormError in a step)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dual-store") if async_writes else None
         self._inflight: Future | None = None
         self._handles: list[Any] = []
         self._zero_grad_patches: list[tuple[Any, bool, Any]] = []   # (owner, had instance attr, old attr)
+        if not keys_only:
+            self._checks.snapshot_weights()                         # W_0 (or the resumed weights)
         self._attach()
 
     # ------------------------------------------------------------------ setup
     @staticmethod
-    def _select_layers(model: nn.Module, layers: list[str] | None) -> list[tuple[str, nn.Linear]]:
-        available = dict(linear_layers(model))
-        if layers is None:
-            chosen = list(available.items())
-        else:
-            missing = [n for n in layers if n not in available]
-            if missing:
-                raise ValueError(f"layers {missing} are not trainable nn.Linear modules of the model; "
-                                 f"available: {sorted(available)}.")
-            chosen = [(n, m) for n, m in available.items() if n in layers]
+    def _select_layers(model: nn.Module, layers: list[str] | None) -> list[tuple[str, nn.Module]]:
+        chosen, left = L.select_layers(model, layers)
         if not chosen:
-            raise ValueError("the model has no trainable nn.Linear layer to record.")
-        seen: dict[int, str] = {}
-        for name, mod in chosen:
-            if id(mod.weight) in seen:
-                raise DualFormError(f"modules {seen[id(mod.weight)]!r} and {name!r} share one weight; call the "
-                                    "same module twice instead (every use of a module is recorded).")
-            seen[id(mod.weight)] = name
+            raise ValueError("the model has no trainable nn.Linear, nn.Conv1d/2d/3d or nn.Embedding layer to record.")
+        L.check_untied(model, chosen)
+        if left and layers is None:
+            warnings.warn(UnrecordedLayerWarning(
+                "these trainable modules are not recorded, so the dual form covers only the other layers: "
+                + "; ".join(left)), stacklevel=3)
         return chosen
 
     def _param_groups(self, optimizer: torch.optim.Optimizer) -> dict[str, int]:
@@ -189,8 +199,9 @@ class DualRecorder:
         return {n: index[id(p)] for n, p in self._params.items()}
 
     def _check_resume_compatible(self) -> None:
-        stored = [(s.name, s.d_key, s.d_value) for s in sorted(self.store.layers.values(), key=lambda s: s.index)]
-        here = [(s.name, s.d_key, s.d_value) for s in self.specs]
+        stored = [(s.name, s.kind, s.d_key, s.d_value)
+                  for s in sorted(self.store.layers.values(), key=lambda s: s.index)]
+        here = [(s.name, s.kind, s.d_key, s.d_value) for s in self.specs]
         if stored != here or self.store.keys_only != self.keys_only:
             raise StoreError(f"cannot resume: the store records {stored} (keys_only={self.store.keys_only}), "
                              f"this model/recorder has {here} (keys_only={self.keys_only}).")
@@ -245,9 +256,7 @@ class DualRecorder:
                     u.meta = self._build_meta(u.meta.shape[0], i, u.batch)
             self._uses[name] = kept
         self._meta_cache_key = None
-        self._raw_grads.clear()
-        self._grad_stats.clear()
-        self._grad_version.clear()
+        self._checks.clear()
 
     # ------------------------------------------------------------------ batch metadata
     def set_batch(self, example_ids: torch.Tensor | np.ndarray | list[int], labels: Any = None,
@@ -318,92 +327,50 @@ class DualRecorder:
             # norm) is still updated by step(); evaluation passes belong in no_grad() or paused().
             if self._paused or not torch.is_grad_enabled():
                 return
-            keys = args[0].detach().reshape(-1, spec.d_key)                          # (n, d_key)
+            low = _autocast_dtype(args[0]) if spec.kind != "embedding" and not self.keys_only else None
+            if low is not None:
+                raise DualFormError(f"layer {spec.name} ran under torch.autocast({low}): the matmul rounds its input, "
+                                    f"weight and weight gradient to {low}, so the update is not the recorded sum of "
+                                    "e_t x_t^T (the reconstruction would be off by about 1e-3). Train in float32 "
+                                    "(Lightning: precision='32-true') or float64, or record with keys_only=True "
+                                    "(approximate analysis).")
+            keys = L.key_rows(spec, module, args[0])                                  # (n, d_key) or (n, 1) ids
             use = _Use(keys=keys, meta=self._meta_for(keys.shape[0], len(self._uses[spec.name])),
                        batch=self._batch)
             self._uses[spec.name].append(use)
             if not self.keys_only and output.requires_grad:
                 def grad_hook(grad: torch.Tensor, use: _Use = use) -> None:
-                    use.values = grad.detach().reshape(-1, spec.d_value)             # (n, d_value)
+                    use.values = L.value_rows(spec, module, grad, use.keys)           # (n, d_value)
                 output.register_hook(grad_hook)
         return hook
 
-    def _stats(self, pname: str, grad: torch.Tensor) -> torch.Tensor:
-        """``[||g||^2, g[idx] . u]``: full squared norm and a projection on a fixed random subset.
-
-        ``idx`` are ``_PROBE`` fixed random coordinates and ``u`` fixed random signs, so the statistics
-        cost one pass over the gradient (the projection reads only ``_PROBE`` entries).
-        """
-        g = grad.detach().reshape(-1)
-        if pname not in self._probes:
-            gen = torch.Generator().manual_seed(len(self._probes))
-            idx = torch.randperm(g.numel(), generator=gen)[:_PROBE].sort().values.to(g.device)
-            signs = (torch.randint(0, 2, idx.shape, generator=gen) * 2 - 1).to(g.device, g.dtype)
-            self._probes[pname] = (idx, signs)
-        idx, signs = self._probes[pname]
-        return torch.stack([torch.dot(g, g), torch.dot(g[idx], signs)])
-
     def _grad_hook(self, pname: str):
         def hook(p: torch.Tensor) -> None:
-            self._grad_stats[pname] = self._stats(pname, p.grad)
-            self._grad_version[pname] = (p.grad, p.grad._version)   # in-place edits (clipping) bump _version
-            if self.check_gradients:
-                self._raw_grads[pname] = p.grad.detach().clone()
+            self._checks.on_backward(pname, p.grad, self.step)
         return hook
-
-    def _clip_factor(self, pname: str, p: torch.Tensor) -> float:
-        """Scalar ``s`` with ``p.grad == s * (autograd gradient)``; errors if no such scalar exists.
-
-        Two statistics of autograd's gradient ``r`` are kept at backward time (no copy of ``r``):
-        ``||r||^2`` and ``r[idx] . u`` on fixed random coordinates with random signs. At ``step()`` the
-        same two of ``.grad`` give ``s = ||g|| / ||r||`` and ``s' = (g[idx] . u) / (r[idx] . u)``; a
-        scalar rescaling (global-norm clipping) makes them equal; value clipping, noise or sign flips
-        change the norm or the probed coordinates and make them differ (only a change that keeps the
-        norm and avoids every probed coordinate could pass; ``check_gradients=True`` checks fully).
-        When ``.grad`` is the tensor backward left with an unchanged version counter, only the
-        probe is recomputed (4096 reads): some in-place kernels, such as GradScaler's ``unscale_``,
-        do not bump the version counter.
-        """
-        before = self._grad_stats.get(pname)
-        if before is None:
-            if not bool(p.grad.any()):    # zero_grad(set_to_none=False) and unused this step: G_t = 0
-                return 1.0
-            raise DualFormError(f"{pname}.grad was set outside autograd's backward pass; the dual form "
-                                "cannot account for it.")
-        tensor, version = self._grad_version[pname]
-        if p.grad is tensor and p.grad._version == version:
-            # Probably not modified since backward, but some in-place kernels do not bump the version
-            # counter (GradScaler's unscale_ does not): confirm on the probed coordinates only.
-            idx, signs = self._probes[pname]
-            probe = torch.dot(p.grad.detach().reshape(-1)[idx], signs)
-            if bool(probe != 0) and bool(probe == before[1]):
-                return 1.0
-        rr, ru = before.tolist()
-        gg, gu = self._stats(pname, p.grad).tolist()
-        if (gg == rr and gu == ru) or rr == 0.0:         # untouched (the common case) or zero gradient
-            return 1.0
-        s = (gg / rr) ** 0.5
-        s_proj = gu / ru if ru != 0.0 else s
-        if abs(s - s_proj) > 1e-3 * max(s, 1e-30):
-            raise DualFormError(f"{pname}.grad was changed between backward() and step() by more than a scalar "
-                                f"factor (norm ratio {s:.4g} vs projection ratio {s_proj:.4g}); only global-norm "
-                                "scaling such as clip_grad_norm_ has an exact dual form (not clip_grad_value_, "
-                                "noise or sign flips).")
-        if self.check_gradients:                          # full check against the kept copy
-            raw = self._raw_grads[pname].double()
-            resid = float((p.grad.double() - s * raw).norm() / raw.norm())
-            if resid > 1e-5:
-                raise DualFormError(f"{pname}.grad is not a scalar multiple of autograd's gradient "
-                                    f"(relative residual {resid:.2e}); the dual form cannot represent it.")
-        return s
 
     def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         # Commit before the step rather than after the previous one, so that the checkpoint also
         # holds the scheduler state as it is at the start of this step (schedulers step after
         # opt.step()). Nothing of this step is read here: with ``opt.step(closure)`` (Lightning)
         # forward and backward only run inside step().
+        if self._stopped is not None:
+            raise DualFormError(f"the recording stopped at step {self.step} ({self._stopped}); the store holds the "
+                                "steps committed before it. Fix the cause and record again.")
+        if not self.keys_only:
+            with self._stop_on_error():
+                self._checks.check_weights()      # nothing but the last step() changed the weights
         if len(self._pending.steps) >= self.flush_every:
             self.flush()
+
+    @contextlib.contextmanager
+    def _stop_on_error(self) -> Iterator[None]:
+        """A :class:`DualFormError` here ends the recording: later steps and :meth:`close` commit nothing more."""
+        try:
+            yield
+        except DualFormError as exc:
+            self._stopped = str(exc)
+            raise
 
     def _record_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Collect this step's slots and scalars (called after step(): SGD leaves ``.grad`` untouched)."""
@@ -412,13 +379,13 @@ class DualRecorder:
             if p.grad is None:
                 params[pname] = None
             else:
-                scale = 1.0 if self.keys_only else self._clip_factor(pname, p)
+                scale = 1.0 if self.keys_only else self._checks.clip_factor(pname, p)
                 params[pname] = [self._group_of[pname], scale]
         record = {"step": self.step, "groups": group_scalars(optimizer), "params": params}
         for spec in self.specs:
             uses = [u for u in self._uses[spec.name] if self.keys_only or u.values is not None]
             if not uses:
-                if spec.weight in self._grad_stats and bool(self._params[spec.weight].grad.any()):
+                if self._checks.seen(spec.weight) and bool(self._params[spec.weight].grad.any()):
                     raise DualFormError(f"layer {spec.name}: its weight got a gradient from backward() in step "
                                         f"{self.step} but none of its forward passes was recorded (was the "
                                         "forward run inside rec.paused(), or the recorder created after it?); "
@@ -427,33 +394,26 @@ class DualRecorder:
             keys = torch.cat([u.keys for u in uses])                                    # (n, d_key)
             meta = torch.cat([u.meta for u in uses])                                    # (n, 6)
             values = None if self.keys_only else torch.cat([u.values for u in uses])   # (n, d_value)
-            if self.check_gradients and not self.keys_only:
-                self._check_slots(spec, keys, values)
-            dt = self._store_dtype
+            if values is not None:
+                self._checks.check_slots(spec, keys, values, self.step)
+            stored_keys = (keys.to("cpu", self._store_dtype) if keys.is_floating_point() else keys.cpu()).numpy()
             if values is None:
-                entry = (keys.to("cpu", dt).numpy(), None, meta.numpy())
-            else:                                  # ||e_t|| from the fp32 values, before any fp16 cast
-                vnorm = torch.linalg.vector_norm(values.float(), dim=1)                   # (n,)
-                entry = (keys.to("cpu", dt).numpy(), values.to("cpu", dt).numpy(), meta.numpy(), vnorm.cpu().numpy())
+                entry = (stored_keys, None, meta.numpy())
+            else:                                  # ||e_t|| from the unrounded values, before any fp16 cast
+                vnorm = torch.linalg.vector_norm(values, dim=1).float()                   # (n,)
+                entry = (stored_keys, values.to("cpu", self._store_dtype).numpy(), meta.numpy(), vnorm.cpu().numpy())
             self._pending.slots.setdefault(spec.name, []).append(entry)
         self._pending.steps.append(record)
 
-    def _check_slots(self, spec: LayerSpec, keys: torch.Tensor, values: torch.Tensor) -> None:
-        grad = values.double().T @ keys.double()                                        # (d_value, d_key)
-        raw = self._raw_grads[spec.weight].double()
-        err = float((grad - raw).norm() / raw.norm().clamp_min(1e-30))
-        if err > 1e-4:
-            raise DualFormError(f"layer {spec.name}: recorded slots give a weight gradient that differs from "
-                                f"autograd's by {err:.2e} (relative); is the weight also used outside the module?")
-
     def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self._record_step(optimizer)
+        with self._stop_on_error():
+            self._record_step(optimizer)
         self.step += 1
         self._uses = {s.name: [] for s in self.specs}
         self._meta_cache_key = None
-        self._raw_grads.clear()
-        self._grad_stats.clear()
-        self._grad_version.clear()
+        self._checks.clear()
+        if not self.keys_only:
+            self._checks.snapshot_weights()
 
     # ------------------------------------------------------------------ commit
     def flush(self, wait: bool = False) -> None:
@@ -491,9 +451,19 @@ class DualRecorder:
             inflight.result()                     # re-raises a failed commit
 
     def close(self) -> DualStore:
-        """Flush, wait for the disk, detach all hooks; returns the store."""
+        """Check the weights were not edited since the last step, flush, wait for the disk, detach all hooks.
+
+        Returns the store. A weight edited after the last ``step()`` raises :class:`DualFormError`;
+        then, and after a step that raised one, the store stays at its last commit (consistent).
+        """
         try:
-            self.flush(wait=True)
+            if self._stopped is None and self._handles:
+                if not self.keys_only:
+                    with self._stop_on_error():
+                        self._checks.check_weights()
+                self.flush(wait=True)
+            else:
+                self._wait_for_writer()
         finally:
             for h in self._handles:
                 h.remove()

@@ -1,31 +1,41 @@
 """Append-only, sharded, memory-mapped store of the dual-form memory.
 
-One *slot* is one row that a recorded ``nn.Linear`` saw in one training step: its
-key ``x_t`` (layer input, shape ``(d_key,)``), its value ``e_t = dL/dy_t`` (output
-gradient, shape ``(d_value,)``) and metadata (step, example, label, task, use, position).
+One *slot* is one row that a recorded layer (:mod:`qimia.dual.layers`) saw in one training
+step: its key ``x_t`` (layer input row, shape ``(d_key,)``; an embedding stores the token id),
+its value ``e_t = dL/dy_t`` (output gradient, shape ``(d_value,)``) and metadata (step,
+example, label, task, use, position). Irie, Csordás, Schmidhuber (2022), "The Dual Form of
+Neural Networks Revisited".
 
 Layout of a store directory::
 
-    manifest.json            # the commit point: layers, shards (+CRC32), per-step optimizer scalars
+    manifest.json            # the commit point: layers, shards (+CRC32), per-step optimizer scalars,
+                             # sha256 of w0.pt and of the checkpoint, and its own sha256
     w0.pt                    # W0 and b0 of every recorded layer (the state before step 0)
     checkpoint-<step>.pt     # model/optimizer state after the last committed step (for resume)
-    shards/<L>-<n>.keys      # (rows, d_key)   float32|float16, raw C order
-    shards/<L>-<n>.values    # (rows, d_value) float32|float16 (absent in keys-only mode)
+    shards/<L>-<n>.keys      # (rows, d_key)   float64|float32|float16 (embeddings: (rows, 1) int64 ids)
+    shards/<L>-<n>.values    # (rows, d_value) float64|float32|float16 (absent in keys-only mode)
     shards/<L>-<n>.meta      # (rows, 6)       int64: STEP, EXAMPLE, LABEL, TASK, USE, POS
-    shards/<L>-<n>.vnorm     # (rows,)         float32: ||e_t|| computed from the fp32 value
+    shards/<L>-<n>.vnorm     # (rows,)         float32: ||e_t|| computed from the unrounded value
 
 A commit writes and fsyncs the shard files, then the checkpoint, then atomically
 replaces the manifest. A process killed at any point (``kill -9``) therefore leaves
 every previously committed shard intact; files of the interrupted commit are orphans
-that :meth:`DualStore.open` (``resume``) deletes. Truncation is detected from file
-sizes on open, bit-level corruption from CRC32 checksums (on first read, or up front
-with ``verify="full"``).
+that :meth:`DualStore.open` (``resume``) deletes.
+
+Integrity: the manifest carries the sha256 of its own canonical JSON (checked on every open,
+so an edited learning rate is refused), ``w0.pt`` and the checkpoint are checked against
+their sha256 before every ``torch.load`` (always with ``weights_only=True``: a store file can
+never run code), shard truncation is detected from file sizes on open and bit-level
+corruption from CRC32 (on first read, or up front with ``verify="full"``, which also checks
+``w0.pt`` and the checkpoint).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import warnings
 import zlib
 from collections.abc import Iterator, Mapping
@@ -38,24 +48,26 @@ import torch
 
 from qimia.dual.errors import CorruptShardError, StoreError
 
-FORMAT = "qimia.dual.store/1"
+FORMAT = "qimia.dual.store/2"
 META_COLUMNS = ("step", "example", "label", "task", "use", "pos")
 STEP, EXAMPLE, LABEL, TASK, USE, POS = range(len(META_COLUMNS))
-_DTYPES = {"float32": np.float32, "float16": np.float16}
+_DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16}
 _VERIFY = ("size", "lazy", "full")
 
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """A recorded ``nn.Linear``: ``y = W x + b`` with ``W`` of shape ``(d_value, d_key)``.
+    """A recorded layer: ``y = W x + b`` with the dual matrix ``W`` of shape ``(d_value, d_key)``.
 
     Attributes:
         name: module name in the model (``model.get_submodule(name)``).
         index: layer number (0 = input layer), the order of recording.
-        d_key: input width (keys ``x_t``).
+        d_key: key width (input features; patch size of a convolution; vocabulary of an embedding).
         d_value: output width (values ``e_t``).
-        weight: parameter name of ``W`` in ``model.named_parameters()``.
-        bias: parameter name of ``b`` or ``None``.
+        weight: parameter name of the weight in ``model.named_parameters()``.
+        bias: parameter name of ``b`` or ``None`` (a frozen bias is kept: it stays ``b_0``).
+        kind: ``"linear"``, ``"conv"`` or ``"embedding"`` (see :mod:`qimia.dual.layers`).
+        weight_shape: shape of the weight parameter (``(d_value, d_key)`` for a Linear).
     """
 
     name: str
@@ -64,6 +76,16 @@ class LayerSpec:
     d_value: int
     weight: str
     bias: str | None
+    kind: str = "linear"
+    weight_shape: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight_shape", tuple(self.weight_shape) or (self.d_value, self.d_key))
+
+    @property
+    def key_width(self) -> int:
+        """Stored columns per key: 1 (the token id) for an embedding, else ``d_key``."""
+        return 1 if self.kind == "embedding" else self.d_key
 
 
 @dataclass
@@ -83,9 +105,10 @@ class Shard:
 
     def _array(self, kind: str) -> np.ndarray:
         spec = self.store.layers[self.entry["layer"]]
-        shapes = {"keys": (self.rows, spec.d_key), "values": (self.rows, spec.d_value),
+        shapes = {"keys": (self.rows, spec.key_width), "values": (self.rows, spec.d_value),
                   "meta": (self.rows, len(META_COLUMNS)), "vnorm": (self.rows,)}
-        dtypes = {"keys": self.store.dtype, "values": self.store.dtype, "meta": np.int64, "vnorm": np.float32}
+        dtypes = {"keys": self.store.key_dtype(spec), "values": self.store.dtype, "meta": np.int64,
+                  "vnorm": np.float32}
         if kind == "values" and self.store.keys_only:
             raise StoreError("this store was recorded in keys-only mode (approximate): it holds no values e_t.")
         path = self.store.root / "shards" / f"{self.entry['file']}.{kind}"
@@ -96,7 +119,7 @@ class Shard:
 
     @property
     def keys(self) -> np.ndarray:
-        """``(rows, d_key)`` keys ``x_t``."""
+        """``(rows, d_key)`` keys ``x_t`` (``(rows, 1)`` int64 token ids for an embedding)."""
         return self._array("keys")
 
     @property
@@ -125,13 +148,40 @@ def _write(path: Path, array: np.ndarray) -> int:
     return zlib.crc32(data)
 
 
-def _atomic_json(path: Path, obj: Any) -> None:
+def _manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON, without its own ``sha256`` entry."""
+    body = {k: v for k, v in manifest.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
+    """Atomically replace ``path`` with ``manifest`` sealed by its own sha256 (fsynced before the rename)."""
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as f:
-        json.dump(obj, f)
+        json.dump({**manifest, "sha256": _manifest_digest(manifest)}, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _sha256_file(path: Path, block: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _save_verified(obj: Any, path: Path) -> str:
+    """``torch.save`` to a temporary file, fsync, rename to ``path``; return the file's sha256."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    digest = _sha256_file(tmp)
+    os.replace(tmp, path)
+    return digest
 
 
 def _crc_file(path: Path, block: int = 1 << 24) -> int:
@@ -154,6 +204,7 @@ class DualStore:
         self.layers = {name: LayerSpec(**spec) for name, spec in manifest["layers"].items()}
         self.dtype = _DTYPES[manifest["dtype"]]
         self._checked: set[Path] = set()
+        self._hashed: set[tuple[Path, str]] = set()
         self._meta_cache: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ create / open
@@ -171,19 +222,21 @@ class DualStore:
         if root.exists() and overwrite:
             _remove_store_files(root)
         (root / "shards").mkdir(parents=True, exist_ok=True)
-        if w0 is not None:
-            torch.save({k: v.detach().cpu().clone() for k, v in w0.items()}, root / "w0.pt")
+        w0_sha = (_save_verified({k: v.detach().cpu().clone() for k, v in w0.items()}, root / "w0.pt")
+                  if w0 is not None else None)
         manifest = {"format": FORMAT, "dtype": dtype, "keys_only": bool(keys_only),
                     "layers": {s.name: asdict(s) for s in layers}, "shards": [], "steps": [],
-                    "checkpoint": None, "info": dict(info or {})}
-        _atomic_json(root / "manifest.json", manifest)
+                    "w0_sha256": w0_sha, "checkpoint": None, "checkpoint_sha256": None, "info": dict(info or {})}
+        _write_manifest(root / "manifest.json", manifest)
         return cls(root, manifest, "lazy")
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, verify: str = "lazy", resume: bool = False) -> "DualStore":
         """Open a store. ``verify``: ``"size"`` (file sizes only), ``"lazy"`` (CRC on first read) or ``"full"``.
 
-        With ``resume=True`` orphan files of an interrupted commit are deleted.
+        The manifest's own sha256 is checked in every mode; ``w0.pt`` and the checkpoint are checked
+        before each load, and up front with ``"full"``. With ``resume=True`` orphan files of an
+        interrupted commit are deleted.
         """
         root = Path(path)
         mpath = root / "manifest.json"
@@ -194,7 +247,13 @@ class DualStore:
         except json.JSONDecodeError as exc:
             raise CorruptShardError(f"{mpath} is not valid JSON ({exc}); the store is damaged.") from exc
         if manifest.get("format") != FORMAT:
-            raise StoreError(f"{mpath} has format {manifest.get('format')!r}, expected {FORMAT!r}.")
+            raise StoreError(f"{mpath} has format {manifest.get('format')!r}, expected {FORMAT!r} (older stores carry "
+                             "no checksums of w0.pt, the checkpoints and the manifest, so they cannot be verified); "
+                             "re-record the store.")
+        if manifest.get("sha256") != _manifest_digest(manifest):
+            raise CorruptShardError(f"{mpath} does not match its own sha256: it was edited or is corrupt (an edited "
+                                    "learning rate or shard list would silently change every reconstruction); "
+                                    "restore the original file or re-record the store.")
         store = cls(root, manifest, verify)
         store._check_sizes()
         if verify == "full":
@@ -253,12 +312,16 @@ class DualStore:
                                       else np.zeros((0, len(META_COLUMNS)), np.int64))
         return self._meta_cache[name]
 
+    def key_dtype(self, spec: LayerSpec) -> type:
+        """numpy dtype of ``spec``'s stored keys (int64 token ids for an embedding)."""
+        return np.int64 if spec.kind == "embedding" else self.dtype
+
     def w0(self) -> dict[str, torch.Tensor]:
-        """Initial parameters ``{param_name: tensor}`` saved at creation."""
+        """Initial parameters ``{param_name: tensor}`` saved at creation (sha256 checked first)."""
         path = self.root / "w0.pt"
-        if not path.exists():
+        if not path.exists() or self.manifest["w0_sha256"] is None:
             raise StoreError(f"{path} is missing: the store has no initial weights W0.")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return self._load_verified(path, self.manifest["w0_sha256"], "the initial weights W0")
 
     def nbytes(self) -> int:
         return sum(p.stat().st_size for p in (self.root / "shards").iterdir())
@@ -287,9 +350,9 @@ class DualStore:
         for name, (keys, values, meta, *given_norm) in slots.items():
             spec = self.layers[name]
             n = keys.shape[0]
-            if keys.shape != (n, spec.d_key) or meta.shape != (n, len(META_COLUMNS)):
+            if keys.shape != (n, spec.key_width) or meta.shape != (n, len(META_COLUMNS)):
                 raise StoreError(f"layer {name}: keys {keys.shape} / meta {meta.shape} do not match "
-                                 f"(n, {spec.d_key}) / (n, {len(META_COLUMNS)}).")
+                                 f"(n, {spec.key_width}) / (n, {len(META_COLUMNS)}).")
             if self.keys_only:
                 vnorm = np.ones(n, np.float32)
             elif given_norm:
@@ -301,7 +364,7 @@ class DualStore:
             base = f"{spec.index:02d}-{shard_no:06d}"
             shard_no += 1
             d = self.root / "shards"
-            crc = {"keys": _write(d / f"{base}.keys", keys.astype(self.dtype, copy=False)),
+            crc = {"keys": _write(d / f"{base}.keys", keys.astype(self.key_dtype(spec), copy=False)),
                    "meta": _write(d / f"{base}.meta", meta.astype(np.int64, copy=False)),
                    "vnorm": _write(d / f"{base}.vnorm", vnorm)}
             if not self.keys_only:
@@ -312,31 +375,54 @@ class DualStore:
         new_manifest = dict(self.manifest)
         if checkpoint is not None:
             ckpt_name = f"checkpoint-{first + len(steps)}.pt"
-            tmp = self.root / (ckpt_name + ".tmp")
-            torch.save(dict(checkpoint), tmp)
-            os.replace(tmp, self.root / ckpt_name)
+            new_manifest["checkpoint_sha256"] = _save_verified(dict(checkpoint), self.root / ckpt_name)
             new_manifest["checkpoint"] = ckpt_name
         new_manifest["shards"] = self.manifest["shards"] + new_entries
         new_manifest["steps"] = self.manifest["steps"] + list(steps)
-        _atomic_json(self.root / "manifest.json", new_manifest)
+        _write_manifest(self.root / "manifest.json", new_manifest)
         self.manifest = new_manifest
         self._meta_cache.clear()
         if checkpoint is not None and old_ckpt and old_ckpt != new_manifest["checkpoint"]:
             (self.root / old_ckpt).unlink(missing_ok=True)
 
     def load_checkpoint(self) -> dict[str, Any]:
-        """State saved with the last commit (for resuming a killed recording)."""
+        """State saved with the last commit (for resuming a killed recording), sha256 checked first."""
         name = self.manifest["checkpoint"]
         if name is None:
             raise StoreError(f"{self.root} has no checkpoint; it cannot be resumed (record with a checkpoint).")
-        return torch.load(self.root / name, map_location="cpu", weights_only=False)
+        return self._load_verified(self.root / name, self.manifest["checkpoint_sha256"], "the resume checkpoint")
+
+    def _check_sha(self, path: Path, expected: str, what: str) -> None:
+        if (path, expected) in self._hashed:
+            return
+        if not path.exists():
+            raise CorruptShardError(f"{path} ({what}) listed in the manifest is missing; the store is damaged "
+                                    "(restore the file or re-record the store).")
+        actual = _sha256_file(path)
+        if actual != expected:
+            raise CorruptShardError(f"sha256 mismatch in {path} ({what}): the file is corrupt or was edited "
+                                    f"(sha256 {actual[:16]}..., manifest {expected[:16]}...); restore the original "
+                                    "file or re-record the store.")
+        self._hashed.add((path, expected))
+
+    def _load_verified(self, path: Path, expected: str, what: str) -> Any:
+        """``torch.load(weights_only=True)`` after checking the file's sha256 against the manifest."""
+        self._check_sha(path, expected, what)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise StoreError(f"{path} ({what}) holds objects that torch.load(weights_only=True) refuses ({exc}). "
+                             "qimia never loads store files with weights_only=False, because unpickling can run "
+                             "arbitrary code; state_objects must save plain tensors, numbers and containers in "
+                             "their state_dict.") from exc
 
     # ------------------------------------------------------------------ integrity
     def _expected_sizes(self, entry: dict[str, Any]) -> dict[str, int]:
         spec = self.layers[entry["layer"]]
         item = np.dtype(self.dtype).itemsize
         n = entry["rows"]
-        sizes = {"keys": n * spec.d_key * item, "meta": n * len(META_COLUMNS) * 8, "vnorm": n * 4}
+        sizes = {"keys": n * spec.key_width * np.dtype(self.key_dtype(spec)).itemsize,
+                 "meta": n * len(META_COLUMNS) * 8, "vnorm": n * 4}
         if not self.keys_only:
             sizes["values"] = n * spec.d_value * item
         return sizes
@@ -363,7 +449,15 @@ class DualStore:
         self._checked.add(path)
 
     def verify(self) -> None:
-        """Check sizes and CRC32 of every shard file; raise :class:`CorruptShardError` on the first bad one."""
+        """Check the sha256 of ``w0.pt`` and the checkpoint, then sizes and CRC32 of every shard file.
+
+        Raises :class:`CorruptShardError` on the first bad file.
+        """
+        if self.manifest["w0_sha256"] is not None:
+            self._check_sha(self.root / "w0.pt", self.manifest["w0_sha256"], "the initial weights W0")
+        if self.manifest["checkpoint"] is not None:
+            self._check_sha(self.root / self.manifest["checkpoint"], self.manifest["checkpoint_sha256"],
+                            "the resume checkpoint")
         self._check_sizes()
         mode, self.verify_mode = self.verify_mode, "full"
         try:
@@ -387,7 +481,7 @@ def _remove_store_files(root: Path) -> None:
     """Delete the files of a store (only the ones a store writes), keeping anything else."""
     for path in (root / "shards").glob("*") if (root / "shards").exists() else []:
         path.unlink()
-    for pattern in ("manifest.json", "manifest.tmp", "w0.pt", "checkpoint-*.pt*"):
+    for pattern in ("manifest.json", "manifest.tmp", "w0.pt", "w0.pt.tmp", "checkpoint-*.pt*"):
         for path in root.glob(pattern):
             path.unlink()
 

@@ -1,0 +1,172 @@
+"""Layer types beyond nn.Linear: convolutions and embeddings recorded exactly; the rest refused by name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qimia.dual.errors import DualFormError, UnrecordedLayerWarning
+from qimia.dual.explain import layer_inputs
+from qimia.dual.recorder import DualRecorder
+from qimia.dual.reconstruct import dual_forward, reconstruct_layer
+
+
+def _train(model, path, x, y, steps=12, batch=8, layers=None, **kw):
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9,
+                          weight_decay=1e-3)
+    rec = DualRecorder(model, opt, str(path), layers=layers, **kw)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (batch,), generator=g)
+        rec.set_batch(idx, labels=y[idx])
+        opt.zero_grad()
+        F.cross_entropy(model(x[idx]), y[idx]).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        opt.step()
+    return rec.close()
+
+
+def _assert_exact(store, model, helpers, tol=1e-5):
+    for name in store.layer_names:
+        mod = model.get_submodule(name)
+        W, b = reconstruct_layer(store, name)
+        assert W.shape == mod.weight.shape and helpers.rel_err(W, mod.weight) <= tol, name
+        if getattr(mod, "bias", None) is not None:
+            assert helpers.rel_err(b, mod.bias) <= tol, name
+
+
+class ConvNet(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        conv = {1: nn.Conv1d, 2: nn.Conv2d}[dim]
+        self.c1 = conv(2, 4, 3, stride=2, padding=1)
+        self.c2 = conv(4, 5, 3, padding="same", dilation=2, padding_mode="circular")
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.c2(torch.relu(self.c1(x))))
+        return self.head(h.flatten(2).mean(-1))
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_convolutions_are_recorded_exactly(tmp_path, helpers, dim):
+    torch.manual_seed(0)
+    shape = (40, 2, 9) if dim == 1 else (40, 2, 7, 6)
+    x, y = torch.randn(*shape), torch.randint(0, 3, (40,))
+    model = ConvNet(dim)
+    store = _train(model, tmp_path / "s", x, y)
+    assert store.layer_names == ["c1", "c2", "head"]
+    assert store.layer("c1").d_key == 2 * 3 ** dim and store.layer("c1").d_value == 4
+    _assert_exact(store, model, helpers)
+    queries, _ = layer_inputs(model, x[:3], ["c1"])                          # (3 * L, C * k^dim) patches
+    out = model.c1(x[:3])                                                    # (3, 4, *L)
+    primal = out.flatten(2).transpose(1, 2).reshape(-1, 4)
+    assert helpers.rel_err(dual_forward(store, "c1", queries["c1"]).detach(), primal.detach()) <= 1e-5
+
+
+class EmbedNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(13, 6, padding_idx=0)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(ids).mean(1))
+
+
+def test_embedding_is_recorded_exactly_with_token_id_keys(tmp_path, helpers):
+    torch.manual_seed(0)
+    x, y = torch.randint(0, 13, (40, 5)), torch.randint(0, 3, (40,))
+    model = EmbedNet()
+    store = _train(model, tmp_path / "s", x, y, layers=["embed", "head"])
+    assert store.layer("embed").d_key == 13 and store.layer("embed").d_value == 6
+    assert store.shards("embed")[0].keys.shape[1] == 1                      # stored as token ids
+    _assert_exact(store, model, helpers)
+    assert torch.equal(reconstruct_layer(store, "embed")[0][0], torch.zeros(6, dtype=torch.float64))  # padding
+    queries, _ = layer_inputs(model, x[:2], ["embed"])                        # one-hot rows (2 * 5, 13)
+    assert queries["embed"].shape == (10, 13)
+    dual = dual_forward(store, "embed", queries["embed"])
+    assert helpers.rel_err(dual.detach(), model.embed(x[:2]).reshape(10, 6).detach()) <= 1e-5
+
+
+def test_embedding_is_not_recorded_by_default_but_named(tmp_path, helpers):
+    torch.manual_seed(0)
+    x, y = torch.randint(0, 13, (40, 5)), torch.randint(0, 3, (40,))
+    model = EmbedNet()
+    with pytest.warns(UnrecordedLayerWarning, match=r"embed \(Embedding\).*layers="):
+        store = _train(model, tmp_path / "s", x, y, steps=2)
+    assert store.layer_names == ["head"]
+
+
+class Recurrent(nn.Module):
+    def __init__(self, kind: type[nn.Module]) -> None:
+        super().__init__()
+        self.rnn = kind(4, 6, batch_first=True)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
+def test_fused_recurrent_layers_are_refused_by_name_and_warned(tmp_path, helpers, kind):
+    torch.manual_seed(0)
+    model = Recurrent(kind)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(DualFormError, match=rf"rnn \({kind.__name__}\).*fused.*nn.Linear"):
+        DualRecorder(model, opt, str(tmp_path / "a"), layers=["rnn", "head"])
+    x, y = torch.randn(30, 5, 4), torch.randint(0, 3, (30,))
+    with pytest.warns(UnrecordedLayerWarning, match=rf"rnn \({kind.__name__}\)"):
+        store = _train(model, tmp_path / "b", x, y, steps=4)
+    _assert_exact(store, model, helpers)
+
+
+class Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x)
+        return self.head(self.attn(h, h, h, need_weights=False)[0].mean(1))
+
+
+def test_multihead_attention_is_refused_by_name_and_the_rest_is_exact(tmp_path, helpers):
+    torch.manual_seed(0)
+    model = Attention()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(DualFormError, match=r"attn.out_proj.*MultiheadAttention.*functional"):
+        DualRecorder(model, opt, str(tmp_path / "a"), layers=["attn.out_proj"])
+    x, y = torch.randn(30, 5, 4), torch.randint(0, 3, (30,))
+    with pytest.warns(UnrecordedLayerWarning, match=r"attn \(MultiheadAttention\)"):
+        store = _train(model, tmp_path / "b", x, y, steps=6)
+    assert store.layer_names == ["proj", "head"]
+    _assert_exact(store, model, helpers)
+
+
+def test_grouped_convolution_is_refused_by_name(tmp_path):
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.Linear(4 * 2 * 2, 3))
+    with pytest.raises(DualFormError, match=r"0 \(Conv2d\).*groups=2"):
+        DualRecorder(model, torch.optim.SGD(model.parameters(), lr=0.1), str(tmp_path / "s"), layers=["0"])
+
+
+def test_frozen_bias_with_trainable_weight_is_accepted(tmp_path, blobs, helpers):
+    x, y = blobs
+    model = helpers.mlp()
+    model[2].bias.requires_grad_(False)
+    b0 = model[2].bias.detach().clone()
+    store = _train(model, tmp_path / "s", x, y)
+    _assert_exact(store, model, helpers)
+    assert torch.equal(reconstruct_layer(store, "2")[1].float(), b0)
+
+
+def test_float64_storage_reconstructs_fp64_training_to_1e12(tmp_path, blobs, helpers):
+    x, y = blobs
+    model = helpers.mlp().double()
+    store = _train(model, tmp_path / "s", x.double(), y, dtype="float64")
+    assert str(store.shards(0)[0].keys.dtype) == "float64"
+    _assert_exact(store, model, helpers, tol=1e-12)
