@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import qimia.models as qm
-from qimia.layers import QIMIA, DepthWeightedAverage
+from qimia.layers import QIMIA
 from qimia.models.base import TASKS
+from qimia.models.mixers import container_classes, mixer_names
 from qimia.models.registry import model_defaults
 
 CONTRACT_NAMES = [
@@ -68,7 +69,7 @@ def test_width_knob_is_a_builder_kwarg(name):
 def test_depth_attention_has_one_row_stochastic_map_per_container(name):
     model = tiny(name).eval()
     maps = model.depth_attention(model.example_input(2))
-    containers = {n for n, m in model.named_modules() if isinstance(m, (QIMIA, DepthWeightedAverage))}
+    containers = {n for n, m in model.named_modules() if isinstance(m, container_classes(records_attention=True))}
     assert set(maps) == containers
     for container_name, attention in maps.items():
         module = model.get_submodule(container_name)
@@ -83,7 +84,7 @@ def test_residual_models_have_no_depth_attention(name):
     assert model.depth_attention(model.example_input(2)) == {}
 
 
-@pytest.mark.parametrize("mixer", ["residual", "qimia", "dwa", "attnres"])
+@pytest.mark.parametrize("mixer", mixer_names())
 @pytest.mark.parametrize("name", ["resnet20", "transformer_lm", "unet_denoiser", "transfer_head"])
 def test_every_family_takes_every_mixer(name, mixer):
     model = tiny(name, mixer=mixer)

@@ -1,7 +1,8 @@
 """Read the depth attention out of any model: ``depth_attention(model, x)``.
 
-Walks ``model.named_modules()`` for depth-mixing containers that record attention (QIMIA and
-DenseFormer's :class:`~qimia.layers.DepthWeightedAverage`), forces ``return_attention=True`` on
+Walks ``model.named_modules()`` for depth-mixing containers that record attention (the mixers
+whose :class:`~qimia.models.mixers.MixerSpec` has ``records_attention``: QIMIA and DenseFormer's
+:class:`~qimia.layers.DepthWeightedAverage`), forces ``return_attention=True`` on
 them with forward pre-hooks, runs one forward pass under ``no_grad`` and averages each recorded
 ``(R, *G, S)`` map over its group axes ``G`` (batch, positions, heads) into ``(R, S)``: row ``r``
 is how much reader ``r`` (block ``r+1``, the last row the readout) attends to slot ``s``. The
@@ -15,9 +16,7 @@ from collections import defaultdict
 import torch
 from torch import Tensor, nn
 
-from qimia.layers import QIMIA, DepthWeightedAverage
-
-ATTENTION_CONTAINERS = (QIMIA, DepthWeightedAverage)
+from qimia.models.mixers import container_classes
 
 
 def depth_attention(model: nn.Module, *inputs: Tensor) -> dict[str, Tensor]:
@@ -26,7 +25,8 @@ def depth_attention(model: nn.Module, *inputs: Tensor) -> dict[str, Tensor]:
     Residual models have no such container and return ``{}``. A container called several times
     in one pass (weight sharing across calls) gets the mean over its calls.
     """
-    containers = {name: m for name, m in model.named_modules() if isinstance(m, ATTENTION_CONTAINERS)}
+    recording = container_classes(records_attention=True)  # the mixers whose spec says they record attention
+    containers = {name: m for name, m in model.named_modules() if isinstance(m, recording)}
     if not containers:
         return {}
     recorded: dict[str, list[Tensor]] = defaultdict(list)

@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from qimia.layers import DepthMemory
 from qimia.layers.feature_layout import FeatureLayout
 from qimia.models.base import RegistryModel
-from qimia.models.mixing import build_mixer, check_mixer
+from qimia.models.mixers import build_mixer, extra_parameters, mixer_spec, width_multiple
 from qimia.models.registry import register_model
 
 ReluPlacement = Literal["branch_input", "post_add"]
@@ -220,7 +220,7 @@ class ResNet(RegistryModel):
 
     def __init__(self, config: ResNetConfig) -> None:
         super().__init__()
-        check_mixer(config.mixer)
+        mixer_spec(config.mixer)  # an unknown mixer is a ValueError naming the registered ones
         if config.relu not in ("branch_input", "post_add"):
             raise ValueError(f"relu must be 'branch_input' or 'post_add', got {config.relu!r}.")
         if config.relu == "post_add" and config.mixer != "residual":
@@ -230,8 +230,7 @@ class ResNet(RegistryModel):
             )
         if config.cross_stage and config.mixer != "qimia":
             raise ValueError(f"cross_stage=True needs mixer='qimia' (got {config.mixer!r}).")
-        # QIMIA heads split every stage's channels, so the width must be a multiple of them.
-        self.width_multiple = config.qimia_heads if config.mixer == "qimia" else 1
+        self.width_multiple = width_multiple(config.mixer, config.qimia_heads)
         if config.width < 1 or any(n < 1 for n in config.layers):
             raise ValueError(f"width and every stage's block count must be >= 1, got {config}.")
         self.config = config
@@ -332,7 +331,9 @@ def load_torchvision_resnet(model: ResNet, state_dict: dict[str, Tensor]) -> Non
 
     Maps ``layer{s}.0.*`` to the stage's transition (``downsample`` to ``shortcut``) and
     ``layer{s}.{j}.*`` to branch ``j-1`` of the stage's container. Raises if any key or shape
-    does not match (``strict``); extra QIMIA parameters (keys, queries) are left as initialised.
+    does not match (``strict``); what the depth mixer adds around the blocks (its spec's
+    ``extra_parameters``: QIMIA's keys and queries, DenseFormer's weights, ...) and the cross-stage
+    memory are left as initialised.
     """
     ours = model.state_dict()
     mapped: dict[str, Tensor] = {}
@@ -353,15 +354,12 @@ def load_torchvision_resnet(model: ResNet, state_dict: dict[str, Tensor]) -> Non
         if name not in ours or ours[name].shape != value.shape:
             raise ValueError(f"torchvision key {key!r} -> {name!r} does not fit this model (width/layers differ?).")
         mapped[name] = value
-    missing = [k for k in ours if k not in mapped and not _is_mixer_extra(k)]
+    skipped = extra_parameters(model) | {k for k in ours if k.split(".")[2:3] == ["cross"]}  # stages.<s>.cross
+    missing = [k for k in ours if k not in mapped and k not in skipped]
     if missing:
         raise ValueError(f"the torchvision state dict lacks {missing[:5]} ({len(missing)} in all).")
     model.load_state_dict(mapped, strict=False)
 
-
-def _is_mixer_extra(name: str) -> bool:
-    """Parameters a QIMIA / DWA container or the cross-stage memory adds to the torchvision layout."""
-    return any(part in name.split(".") for part in ("queries", "key_projections", "alphas", "cross"))
 
 
 # ---------------------------------------------------------------------------------- registry

@@ -35,17 +35,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from qimia.layers import QIMIA, DepthMemory, DepthOutput, DepthWeightedAverage, ResidualStack, RMSNorm
+from qimia.layers import DepthMemory, DepthOutput, RMSNorm
 from qimia.models.base import RegistryModel
-from qimia.models.mixing import build_mixer, check_mixer, is_qimia
+from qimia.models.mixers import build_mixer, container_classes, mixer_spec, width_multiple, writes_memory
 from qimia.models.registry import create_model, model_defaults, register_model
-
-CONTAINERS = (QIMIA, ResidualStack, DepthWeightedAverage)
 
 
 def default_layers(base: nn.Module) -> list[str]:
     """Modules to tap: the depth-mixing containers, else torchvision's ResNet blocks ``layerK.J``."""
-    containers = [name for name, m in base.named_modules() if isinstance(m, CONTAINERS)]
+    containers = [name for name, m in base.named_modules() if isinstance(m, container_classes())]
     if containers:
         return containers
     blocks = [name for name, _ in base.named_modules() if re.fullmatch(r"layer\d+\.\d+", name)]
@@ -133,7 +131,9 @@ class FeatureMemory(nn.Module):
         heads, key_dim: the head container's key layout.
         all_slots: project every feature; else only the last one.
         with_keys: give the projected features keys (a QIMIA head's external memory).
-        learned_keys: keys ``K_i v_i`` (QIMIA); else ``RMSNorm(v_i)`` (the attention-residuals preset).
+        learned_keys: keys ``K_i v_i`` (QIMIA); else the values' own head features (the
+            attention-residuals preset), RMS-normalised when ``normalize_keys``.
+        normalize_keys: RMS-normalise the keys (no gain), as the head container does its own.
     """
 
     def __init__(
@@ -146,6 +146,7 @@ class FeatureMemory(nn.Module):
         all_slots: bool,
         with_keys: bool,
         learned_keys: bool = True,
+        normalize_keys: bool = False,
     ) -> None:
         super().__init__()
         used = list(channels) if all_slots else [channels[-1]]
@@ -153,20 +154,22 @@ class FeatureMemory(nn.Module):
         self.keys = None
         if all_slots and with_keys and learned_keys:
             self.keys = nn.ModuleList(nn.Linear(dim, heads * key_dim, bias=False) for _ in used)
-        self.key_norm = RMSNorm(key_dim, affine=False) if all_slots and with_keys and not learned_keys else None
-        self.heads, self.key_dim = heads, key_dim
+        self.key_norm = RMSNorm(key_dim, affine=False) if all_slots and with_keys and normalize_keys else None
+        self.heads, self.key_dim, self.with_keys = heads, key_dim, all_slots and with_keys
 
     def forward(self, features: Sequence[Tensor]) -> tuple[list[Tensor], DepthMemory | None]:
         """Features -> (projected values ``N x (B, D)`` (only the last one unless ``all_slots``),
         memory of all ``N`` slots for a QIMIA head or ``None``)."""
         used = features if len(self.values) == len(features) else features[-1:]
         values = [proj(pool_features(f)) for proj, f in zip(self.values, used)]  # N x (B, D)
-        if self.keys is None and self.key_norm is None:
+        if not self.with_keys:
             return values, None
         if self.keys is not None:
             keys = [k(v).unflatten(-1, (self.heads, self.key_dim)) for k, v in zip(self.keys, values)]  # (B, H, d_k)
-        else:  # the attention-residuals preset: keys = RMSNorm(values)
-            keys = [self.key_norm(v.unflatten(-1, (self.heads, self.key_dim))) for v in values]  # (B, 1, D)
+        else:  # the attention-residuals preset: keys = the values' head features
+            keys = [v.unflatten(-1, (self.heads, self.key_dim)) for v in values]  # (B, 1, D)
+        if self.key_norm is not None:
+            keys = [self.key_norm(k) for k in keys]
         return values, DepthMemory(keys, values)
 
 
@@ -190,7 +193,8 @@ class TransferHead(RegistryModel):
         example_input: one input of the base, used once to find the tapped feature sizes.
         num_classes: classes of the new task.
         dim: head width ``D``; ``depth``: number of head blocks (``0``: a linear probe).
-        mixer: the head's depth mixer; QIMIA-based mixers read the base's whole depth.
+        mixer: the head's depth mixer; mixers that write a depth memory (``qimia``, ``attnres``)
+            read the base's whole depth, with keys in the head container's own key layout.
         granularity: of the QIMIA head; the head's items are ``(B, D)`` vectors with no position
             axes, so ``"layer"`` and ``"component"`` compute the same reads.
         tap_layers: base modules to tap (default :func:`default_layers`).
@@ -223,13 +227,13 @@ class TransferHead(RegistryModel):
         features: str = "last",
     ) -> None:
         super().__init__()
-        check_mixer(mixer)
+        mixer_spec(mixer)  # an unknown mixer is a ValueError naming the registered ones
         if depth < 0:
             raise ValueError(f"depth must be >= 0, got {depth}.")
         if depth == 0 and mixer != "residual":
             raise ValueError(f"depth=0 is a linear probe with no depth mixing; mixer must be 'residual', got {mixer!r}.")
         self.base, self.freeze_base = base, freeze_base
-        self.width_multiple = qimia_heads if mixer == "qimia" else 1
+        self.width_multiple = width_multiple(mixer, qimia_heads)
         self.tap = FeatureTap(base, tap_layers if tap_layers is not None else default_layers(base))
         was_training = base.training
         base.eval()
@@ -240,20 +244,21 @@ class TransferHead(RegistryModel):
         self.num_features = len(channels)
         if features not in ("last", "all"):
             raise ValueError(f"features must be 'last' or 'all', got {features!r}.")
-        reads_memory = is_qimia(mixer) and depth > 0
+        reads_memory = writes_memory(mixer) and depth > 0
         self.features = features
-        heads = 1 if mixer == "attnres" else qimia_heads
-        kd = dim // heads if mixer == "attnres" or key_dim is None else key_dim
-        self.memory = FeatureMemory(
-            channels, dim, heads=heads, key_dim=kd, all_slots=reads_memory or features == "all",
-            with_keys=reads_memory, learned_keys=mixer != "attnres",
-        )
-        self.mixer = None
+        head_mixer = None
         if depth > 0:
             blocks = [MLPBranch(dim, int(mlp_ratio * dim), dropout) for _ in range(depth)]
             structural = {"detach_external": False} if reads_memory else {}
-            self.mixer = build_mixer(mixer, blocks, dim, feature_dim=-1, granularity=granularity,
+            head_mixer = build_mixer(mixer, blocks, dim, feature_dim=-1, granularity=granularity,
                                      qimia_heads=qimia_heads, key_dim=key_dim, **structural)
+        # the base's slots get keys in the layout of the head container's own keys
+        keys = dict(heads=head_mixer.heads, key_dim=head_mixer.key_dim,
+                    learned_keys=head_mixer.key_projections is not None,
+                    normalize_keys=head_mixer.key_norm is not None) if reads_memory else dict(heads=1, key_dim=dim)
+        self.memory = FeatureMemory(channels, dim, all_slots=reads_memory or features == "all", with_keys=reads_memory,
+                                    **keys)
+        self.mixer = head_mixer
         self.norm = nn.LayerNorm(dim)
         self.fc = nn.Linear(dim, num_classes)
         if freeze_base:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from qimia.layers import TransformerBlock, TransformerBlockConfig
 from qimia.models.base import RegistryModel
-from qimia.models.mixing import build_mixer, check_mixer
+from qimia.models.mixers import build_mixer, width_multiple
 from qimia.models.registry import register_model
 
 
@@ -60,14 +60,13 @@ class TransformerLM(RegistryModel):
 
     def __init__(self, config: TransformerLMConfig) -> None:
         super().__init__()
-        check_mixer(config.mixer)
         if config.granularity not in ("layer", "component"):
             raise ValueError(f"granularity must be 'layer' or 'component', got {config.granularity!r}.")
         if config.depth < 1 or config.block_size < 1 or config.vocab_size < 1:
             raise ValueError(f"depth, block_size and vocab_size must be >= 1, got {config}.")
         self.config = config
         self.vocab_size, self.block_size = config.vocab_size, config.block_size
-        self.width_multiple = config.heads * (config.qimia_heads if config.mixer == "qimia" else 1)
+        self.width_multiple = config.heads * width_multiple(config.mixer, config.qimia_heads)
         self.token_embedding = nn.Embedding(config.vocab_size, config.dim)
         self.position_embedding = nn.Embedding(config.block_size, config.dim)
         self.drop = nn.Dropout(config.dropout)

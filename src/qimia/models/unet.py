@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qimia.models.base import RegistryModel
-from qimia.models.mixing import build_mixer, check_mixer, is_qimia
+from qimia.models.mixers import build_mixer, width_multiple, writes_memory
 from qimia.models.registry import register_model
 
 
@@ -58,7 +58,7 @@ class UNetConfig:
     granularity: str = "layer"
     qimia_heads: int = 1
     key_dim: int | None = 16
-    read_encoder_memory: bool | None = None  # None: True for QIMIA mixers
+    read_encoder_memory: bool | None = None  # None: True for mixers that write a depth memory
 
 
 class UNetDenoiser(RegistryModel):
@@ -70,12 +70,12 @@ class UNetDenoiser(RegistryModel):
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
-        check_mixer(config.mixer)
-        read_memory = is_qimia(config.mixer) if config.read_encoder_memory is None else config.read_encoder_memory
-        if read_memory and not is_qimia(config.mixer):
+        memory = writes_memory(config.mixer)  # an unknown mixer is a ValueError naming the registered ones
+        read_memory = memory if config.read_encoder_memory is None else config.read_encoder_memory
+        if read_memory and not memory:
             raise ValueError(
-                f"read_encoder_memory=True needs a QIMIA-based mixer (qimia, attnres); mixer={config.mixer!r} "
-                "writes no keys. Leave read_encoder_memory unset."
+                f"read_encoder_memory=True needs a mixer that writes a depth memory (qimia, attnres); "
+                f"mixer={config.mixer!r} writes no keys. Leave read_encoder_memory unset."
             )
         if not config.channel_mults or config.blocks_per_level < 1:
             raise ValueError("channel_mults must be non-empty and blocks_per_level >= 1.")
@@ -83,7 +83,7 @@ class UNetDenoiser(RegistryModel):
         if any(c % config.groups for c in channels):
             raise ValueError(f"groups={config.groups} must divide every level's channels {channels}.")
         self.config, self.in_chans, self.read_memory = config, config.in_chans, read_memory
-        self.width_multiple = config.groups * (config.qimia_heads if config.mixer == "qimia" else 1)
+        self.width_multiple = config.groups * width_multiple(config.mixer, config.qimia_heads)
         self.levels = len(channels)
 
         def container(c: int, **structural) -> nn.Module:

@@ -16,6 +16,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from qimia.models.mixers import no_decay_parameters
+
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
@@ -88,21 +90,18 @@ class TaskModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-# Depth-mixing weights whose decay towards zero would bias the comparison between mixers:
-# QIMIA queries (zero = uniform averaging) and DenseFormer weights (initialised to the identity).
-NO_DECAY_NAMES = ("queries", "alphas")
-
-
 def parameter_groups(net: nn.Module) -> list[dict[str, Any]]:
     """Trainable parameters in two groups: weight matrices and kernels decay; biases, norm gains and
-    the depth mixers' own weights (``NO_DECAY_NAMES``) get ``weight_decay=0``.
+    the depth mixers' own weights (each mixer's ``MixerSpec.no_decay``: QIMIA's queries, whose decay
+    would pull the reads towards uniform averaging, DenseFormer's identity-initialised weights, ...)
+    get ``weight_decay=0``.
 
     Frozen parameters (a transfer head's base) are left out.
     """
+    mixer_weights = no_decay_parameters(net)
     decay, no_decay = [], []
     for name, param in net.named_parameters():
         if not param.requires_grad:
             continue
-        mixer_weight = any(part in NO_DECAY_NAMES for part in name.split("."))
-        (no_decay if param.ndim < 2 or mixer_weight else decay).append(param)
+        (no_decay if param.ndim < 2 or name in mixer_weights else decay).append(param)
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
