@@ -2,8 +2,9 @@
 
 Irie, Csordás, Schmidhuber (2022), "The Dual Form of Neural Networks Revisited". A linear layer
 (nn.Linear, a convolution on its input patches, an embedding on one-hot tokens) trained by SGD
-satisfies ``W_T x = a_0 W_0 x + sum_t c_t e_t (x_t . x)``: unnormalised key-value attention over every training input ``x_t`` (key) and its output gradient
-``e_t = dL/dy_t`` (value), with exact scalar coefficients ``c_t`` from the optimizer.
+satisfies ``W_T x = a_0 W_0 x + sum_t c_t e_t (x_t . x)``: unnormalised key-value attention over
+every training input ``x_t`` (key) and its output gradient ``e_t = dL/dy_t`` (value), with exact
+scalar coefficients ``c_t`` from the optimizer.
 
 Modules (one job each):
     recorder      DualRecorder: hooks every nn.Linear and convolution during ordinary training
