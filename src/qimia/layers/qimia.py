@@ -32,13 +32,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qimia.layers.depth_output import DepthMemory, DepthOutput
+from qimia.layers.depth_output import DepthMemory, DepthOutput, SlotKeys
 from qimia.layers.depth_reads import PositionReads, SampleReads
 from qimia.layers.feature_layout import FeatureLayout, same_shape_or_raise
+from qimia.layers.manual_reads import PositionSlots, SampleSlots
 from qimia.layers.norm import RMSNorm
-from qimia.layers.slot_memory import SLOT_MEMORIES
 
 Granularity = Literal["layer", "component"]
+Memory = Literal["preallocated", "autograd", "stacked"]
+# Slot storage of the autograd-differentiated reads (qimia.layers.depth_reads) for each memory kind.
+AUTOGRAD_SLOTS = {"autograd": "preallocated", "stacked": "stacked"}
 
 
 class QIMIA(nn.Module):
@@ -62,13 +65,15 @@ class QIMIA(nn.Module):
             averaging over earlier slots at the start of training.
         readout: attend over all slots with a final query to produce the output; if ``False`` the
             output is the last block's value ``v_L``.
-        fused: read layer-wise memory with ``F.scaled_dot_product_attention`` (default: when
-            available); ``False`` keeps the readable softmax-and-matmul reference path. Per-position
-            reads are element-wise mixtures with precomputed logits, where SDPA does not apply
-            (see :mod:`qimia.layers.depth_reads`).
-        memory: ``"preallocated"`` writes each slot once into memory allocated up front (saved
-            activations linear in depth); ``"stacked"`` is the readable reference. Under
-            ``torch.compile`` the stacked form is always used.
+        fused: with ``memory="autograd"`` or ``"stacked"``, read layer-wise memory with
+            ``F.scaled_dot_product_attention`` (default: when available); ``False`` keeps the readable
+            softmax-and-matmul reference path. The ``"preallocated"`` memory has its own kernels.
+        memory: ``"preallocated"`` (default) writes each slot once into memory allocated up front and
+            differentiates the reads by hand (:mod:`qimia.layers.manual_memory`; once
+            differentiable); ``"autograd"`` is the same storage differentiated by autograd (double
+            backward works); ``"stacked"`` is the readable reference that stacks the slots at every
+            read. Both references are in :mod:`qimia.layers.depth_reads`. Under ``torch.compile``
+            the stacked form is always used.
         detach_external: cut gradients to an external memory passed to :meth:`forward`
             (transfer from a frozen base network).
 
@@ -95,7 +100,7 @@ class QIMIA(nn.Module):
         query_init_std: float = 0.02,
         readout: bool = True,
         fused: bool | None = None,
-        memory: Literal["preallocated", "stacked"] = "preallocated",
+        memory: Memory = "preallocated",
         detach_external: bool = True,
     ) -> None:
         super().__init__()
@@ -105,8 +110,8 @@ class QIMIA(nn.Module):
             raise ValueError(f"granularity must be 'layer' or 'component', got {granularity!r}.")
         if key_projection not in ("linear", "none"):
             raise ValueError(f"key_projection must be 'linear' or 'none', got {key_projection!r}.")
-        if memory not in SLOT_MEMORIES:
-            raise ValueError(f"memory must be one of {sorted(SLOT_MEMORIES)}, got {memory!r}.")
+        if memory not in ("preallocated", *AUTOGRAD_SLOTS):
+            raise ValueError(f"memory must be one of ['autograd', 'preallocated', 'stacked'], got {memory!r}.")
         if causal and granularity != "layer":
             raise ValueError("causal=True only changes layer-wise pooling; component-wise keys are already causal.")
         if query_init_std < 0:
@@ -180,6 +185,23 @@ class QIMIA(nn.Module):
         key = z.unflatten(-1, (self.heads, self.key_dim))  # (..., H, d_k)
         return key if self.key_norm is None else self.key_norm(key)
 
+    def _key_logits(self, key: Tensor, first: int) -> Tensor:
+        """Logits of one slot's key against readers ``first ..``: ``(R_i, *G)`` fp32."""
+        queries = self.queries[first:].to(key.dtype)  # (R_i, H, d_k)
+        return torch.einsum("...hk,rhk->r...h", key, queries).float() * self.scale
+
+    def _projection(self, slot: int, first: int) -> Tensor:
+        """The key projection with the queries of readers ``first ..`` folded in (exact without
+        ``key_norm``): ``M = W^T Q / sqrt(d_k)`` ``(D, H * R_i)``, so that ``logits = z M``."""
+        queries = self.queries[first:] * self.scale  # (R_i, H, d_k)
+        if self.key_projections is None:  # keys are the value's own head features: W = I
+            weight = torch.eye(self.dim, device=queries.device, dtype=queries.dtype)
+        else:
+            weight = self.key_projections[slot].weight  # (H * d_k, D)
+        weight = weight.view(self.heads, self.key_dim, self.dim).transpose(1, 2)  # (H, D, d_k)
+        folded = torch.bmm(weight, queries.permute(1, 2, 0))  # (H, D, R_i)
+        return folded.transpose(0, 1).reshape(self.dim, -1)  # (D, H * R_i)
+
     # ------------------------------------------------------------------ forward
     def _check_external(self, external: DepthMemory, x: Tensor) -> DepthMemory:
         keys, values = external
@@ -220,15 +242,31 @@ class QIMIA(nn.Module):
         autocast = torch.is_autocast_enabled(x.device.type)
         dtype = torch.get_autocast_dtype(x.device.type) if autocast else x.dtype
         kind = "stacked" if torch.compiler.is_compiling() else self.memory_kind
-        if self.per_position:
-            memory = PositionReads(self.layout, self.queries, self.scale, x, num_slots, dtype, kind)
+        manual = kind == "preallocated"
+        if manual:
+            counts = [len(ext.values) + reader + 1 for reader in range(self.queries.shape[0])]
+            if self.per_position:
+                memory = PositionSlots(self.layout, x, num_slots, counts, self.key_dim, dtype, self.causal)
+            else:
+                memory = SampleSlots(self.layout, x, num_slots, counts, self.key_dim, dtype)
+        elif self.per_position:
+            memory = PositionReads(self.layout, self.queries, self.scale, x, num_slots, dtype, AUTOGRAD_SLOTS[kind])
         else:
-            memory = SampleReads(self.layout, self.queries, self.scale, self.fused, x, num_slots, dtype, kind)
+            memory = SampleReads(
+                self.layout, self.queries, self.scale, self.fused, x, num_slots, dtype, AUTOGRAD_SLOTS[kind]
+            )
         attention: Tensor | None = None
 
         def read(reader: int, count: int) -> Tensor:
             nonlocal attention
-            mixed, weights = memory.read(reader, count, need_weights=return_attention)
+            if manual:
+                mixed = memory.read(reader)
+                weights = None
+                if return_attention:
+                    with torch.no_grad():
+                        weights = memory.weights(reader).movedim(0, -1)  # (*G, count)
+            else:
+                mixed, weights = memory.read(reader, count, need_weights=return_attention)
             if weights is not None and return_attention:
                 if attention is None:  # (R, *G, S)
                     attention = weights.new_zeros(self.queries.shape[0], *weights.shape[:-1], num_slots)
@@ -241,16 +279,31 @@ class QIMIA(nn.Module):
                     f"external key {i} has shape {tuple(key.shape)}, expected {tuple(memory.key_shape)}: "
                     "the base network needs the same heads, key_dim and granularity."
                 )
-            memory.write(key, value)
+            if manual:
+                memory.write(value, self._key_logits(key, 0), folded=False)
+            else:
+                memory.write(key, value)
 
+        # Folded logits never materialise the keys; the output computes them on first access.
+        folded = manual and self.key_norm is None
         keys: list[Tensor] = []
         values: list[Tensor] = []
 
         def write(value: Tensor) -> None:
-            key = self._key(value, len(values))
-            memory.write(key, value)
-            keys.append(key)
+            slot = len(values)
             values.append(value)
+            if not manual:
+                key = self._key(value, slot)
+                memory.write(key, value)
+                keys.append(key)
+                return
+            first = memory.first_reader(memory.written)
+            if folded:
+                source = self._projection(slot, first) if first < len(counts) else None
+            else:
+                keys.append(self._key(value, slot))
+                source = self._key_logits(keys[-1], first) if first < len(counts) else None
+            memory.write(value, source, folded)
 
         write(x)
         for layer, block in enumerate(self.blocks):
@@ -259,7 +312,8 @@ class QIMIA(nn.Module):
             same_shape_or_raise(block_input.shape, value.shape, f"block {layer + 1} ({type(block).__name__})")
             write(value)
         output = read(self.depth, num_slots) if self.readout else values[-1]
-        return DepthOutput(output, keys, values, attention)
+        slot_keys = SlotKeys(lambda slot: self._key(values[slot], slot), len(values)) if folded else keys
+        return DepthOutput(output, slot_keys, values, attention)
 
     def extra_repr(self) -> str:
         return (
