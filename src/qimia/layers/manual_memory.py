@@ -50,7 +50,7 @@ class ManualMemory(ABC):
 
     Args:
         counts: ``c_r``, the number of slots reader ``r`` sees (non-decreasing).
-        group_shape: ``G``, the axes with one weight each (``(B, H)`` or ``(B, *P, H)``).
+        group_shape: ``G``, the axes with one weight each, in the order the subclass stores them.
         like: tensor whose device the memory takes.
     """
 
@@ -89,12 +89,16 @@ class ManualMemory(ABC):
         start = self.starts[reader]
         return self.logits[start : start + self.counts[reader]].softmax(0)
 
+    def attention(self, reader: int) -> Tensor:
+        """Reader ``r``'s weights for inspection, ``(B, H, c_r)`` or ``(B, *P, H, c_r)``."""
+        return self.to_standard(self.weights(reader)).movedim(0, -1)
+
     # ------------------------------------------------------------------ autograd entry points
     def write(self, value: Tensor, source: Tensor | None, folded: bool) -> None:
         """Append ``value`` (native layout) with its logits.
 
         ``source`` is either the slot's logits ``(R_i, *G)`` against its readers, or, when ``folded``,
-        the folded key projection ``M = W^T Q / sqrt(d_k)`` ``(D, H * R_i)`` the subclass turns into
+        the folded key projection ``M = W^T Q / sqrt(d_k)`` ``(D, R_i * H)`` the subclass turns into
         logits from the value itself (no key is materialised). ``None`` when no reader sees the slot.
         """
         self.order = _Write.apply(self, self.order, value, source, folded)
@@ -119,8 +123,16 @@ class ManualMemory(ABC):
         """Copy ``value`` (native layout) into ``V[slot]``."""
 
     @abstractmethod
+    def to_standard(self, grouped: Tensor) -> Tensor:
+        """``(n, *G)`` in storage order -> ``(n, B, H)`` or ``(n, B, *P, H)`` (a view)."""
+
+    @abstractmethod
+    def from_standard(self, grouped: Tensor) -> Tensor:
+        """Inverse of :meth:`to_standard`, e.g. for logits computed from explicit keys."""
+
+    @abstractmethod
     def project(self, slot: int, projection: Tensor) -> Tensor:
-        """Folded logits of ``V[slot]``: ``(R_i, *G)`` from ``projection`` ``(D, H * R_i)``."""
+        """Folded logits of ``V[slot]``: ``(R_i, *G)`` from ``projection`` ``(D, R_i * H)``."""
 
     @abstractmethod
     def project_backward(self, slot: int, projection: Tensor, logit_grads: Tensor) -> tuple[Tensor, Tensor]:

@@ -64,13 +64,19 @@ class SampleSlots(ManualMemory):
     def _store(self, slot: int, value: Tensor) -> None:
         self._slot(self._values_raw, slot).copy_(self.layout.to_layer(value))
 
+    def to_standard(self, grouped: Tensor) -> Tensor:
+        return grouped
+
+    def from_standard(self, grouped: Tensor) -> Tensor:
+        return grouped
+
     def project(self, slot: int, projection: Tensor) -> Tensor:
         z = self._features(slot)
-        logits = (z @ projection.to(z.dtype)).view(self.batch, self.heads, -1)  # (B, H, R_i)
-        return logits.movedim(-1, 0)  # (R_i, B, H)
+        logits = (z @ projection.to(z.dtype)).view(self.batch, -1, self.heads)  # (B, R_i, H)
+        return logits.transpose(0, 1)  # (R_i, B, H)
 
     def project_backward(self, slot: int, projection: Tensor, logit_grads: Tensor) -> tuple[Tensor, Tensor]:
-        grad = logit_grads.movedim(0, -1).reshape(self.batch, -1)  # (B, H * R_i)
+        grad = logit_grads.transpose(0, 1).reshape(self.batch, -1)  # (B, R_i * H)
         feature_grad = grad @ projection.float().t()  # (B, D)
         return feature_grad, (self._features(slot).float().t() @ grad).to(projection.dtype)
 
@@ -100,6 +106,9 @@ class SampleSlots(ManualMemory):
 class PositionSlots(ManualMemory):
     """Component-wise (or causal layer-wise) memory of one forward pass.
 
+    Logits are stored head-major, ``G = (H, B, *P)``, so a slot's logits against its readers come out
+    of one matrix product ``M^T z^T`` ``(R_i * H, B * prod(P))`` already in buffer order.
+
     Args:
         layout: feature layout of the blocks' tensors.
         like: the input ``x`` (device, batch and positions).
@@ -124,14 +133,14 @@ class PositionSlots(ManualMemory):
         self.axis = layout.feature_dim % like.dim()  # heads axis of the split layout; D_h follows it
         positions = layout.positions(like)
         self.features_shape = (like.shape[0], *positions, layout.dim)  # (B, *P, D)
-        super().__init__(counts, (like.shape[0], *positions, layout.heads), like)
-        self.key_shape = (*self.group_shape, key_dim)
+        super().__init__(counts, (layout.heads, like.shape[0], *positions), like)
+        self.key_shape = (like.shape[0], *positions, layout.heads, key_dim)
         split = list(like.shape)
         split[self.axis : self.axis + 1] = [layout.heads, layout.head_dim]
         self.values = torch.empty(num_slots, *split, dtype=dtype, device=like.device)  # (S, *split)
         self._values_raw = self.values.data
         if causal:
-            self.steps = torch.arange(1, like.shape[1] + 1, device=like.device).view(-1, 1, 1)  # (T, 1, 1)
+            self.steps = torch.arange(1, like.shape[1] + 1, device=like.device)  # (T,)
         self.scratch: Tensor | None = None
 
     def _features(self, slot: int) -> Tensor:
@@ -141,27 +150,36 @@ class PositionSlots(ManualMemory):
     def _store(self, slot: int, value: Tensor) -> None:
         self._values_raw[slot].copy_(self.layout.split(value))
 
+    def to_standard(self, grouped: Tensor) -> Tensor:
+        return grouped.movedim(1, -1)  # (n, H, B, *P) -> (n, B, *P, H)
+
+    def from_standard(self, grouped: Tensor) -> Tensor:
+        return grouped.movedim(-1, 1)
+
+    def _onto_split(self, weights: Tensor) -> Tensor:
+        """``(c, H, B, *P)`` -> broadcastable onto ``(c, *split)`` (heads in place, 1 for ``D_h``)."""
+        return weights.movedim(1, 1 + self.axis).unsqueeze(2 + self.axis)
+
     def project(self, slot: int, projection: Tensor) -> Tensor:
         z = self._features(slot)
-        logits = (z @ projection.to(z.dtype)).float().view(*self.group_shape, -1)  # (B, *P, H, R_i)
-        if self.causal:
-            logits = logits.cumsum(1) / self.steps  # running mean over T
-        return logits.movedim(-1, 0)  # (R_i, B, *P, H)
+        logits = torch.mm(projection.t().to(z.dtype), z.t()).float()  # (R_i * H, B * prod(P))
+        logits = logits.view(-1, *self.group_shape)  # (R_i, H, B, *P)
+        return logits.cumsum(-1) / self.steps if self.causal else logits  # running mean over T
 
     def project_backward(self, slot: int, projection: Tensor, logit_grads: Tensor) -> tuple[Tensor, Tensor]:
-        grad = logit_grads.movedim(0, -1)  # (B, *P, H, R_i)
         if self.causal:  # adjoint of the running mean: divide, then sum from the end
-            grad = (grad / self.steps).flip(1).cumsum(1).flip(1)
-        grad = grad.reshape(-1, projection.shape[-1])  # (B * prod(P), H * R_i)
-        feature_grad = grad @ projection.float().t()  # (B * prod(P), D)
-        return feature_grad, (self._features(slot).float().t() @ grad).to(projection.dtype)
+            logit_grads = (logit_grads / self.steps).flip(-1).cumsum(-1).flip(-1)
+        grad = logit_grads.reshape(projection.shape[-1], -1)  # (R_i * H, B * prod(P))
+        feature_grad = torch.mm(grad.t(), projection.float().t())  # (B * prod(P), D)
+        projection_grad = torch.mm(self._features(slot).float().t(), grad.t())  # (D, R_i * H)
+        return feature_grad, projection_grad.to(projection.dtype)
 
     def add_feature_grad(self, slot: int, feature_grad: Tensor) -> None:
         grads = self.layout.features_last(self.layout.merge(self.grads[slot]))  # (B, *P, D)
         grads.add_(feature_grad.view(self.features_shape))
 
     def mix(self, weights: Tensor, count: int) -> Tensor:
-        w = self.layout.weights_onto_split(weights, self.native_ndim)  # (c, *split) with D_h -> 1
+        w = self._onto_split(weights)  # (c, *split) with D_h -> 1
         mixed = torch.mul(self.values[0], w[0])  # accumulates in fp32
         for i in range(1, count):
             mixed.addcmul_(self.values[i], w[i])
@@ -169,10 +187,10 @@ class PositionSlots(ManualMemory):
 
     def mix_backward(self, weights: Tensor, grad: Tensor, count: int) -> Tensor:
         g = self.layout.split(grad)  # (*split)
-        w = self.layout.weights_onto_split(weights, self.native_ndim)  # (c, *split) with D_h -> 1
+        w = self._onto_split(weights)  # (c, *split) with D_h -> 1
         self.grads[:count].addcmul_(w, g)
         products = torch.mul(self.values[:count], g, out=self.scratch[:count])  # (c, *split)
-        return products.sum(self.axis + 2).movedim(self.axis + 1, -1)  # (c, B, *P, H)
+        return products.sum(self.axis + 2).movedim(self.axis + 1, 1)  # (c, H, B, *P)
 
     def slot_grad(self, slot: int) -> Tensor:
         return self.layout.merge(self.grads[slot])

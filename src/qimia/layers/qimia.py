@@ -192,7 +192,7 @@ class QIMIA(nn.Module):
 
     def _projection(self, slot: int, first: int) -> Tensor:
         """The key projection with the queries of readers ``first ..`` folded in (exact without
-        ``key_norm``): ``M = W^T Q / sqrt(d_k)`` ``(D, H * R_i)``, so that ``logits = z M``."""
+        ``key_norm``): ``M = W^T Q / sqrt(d_k)`` ``(D, R_i * H)``, so that ``logits = z M``."""
         queries = self.queries[first:] * self.scale  # (R_i, H, d_k)
         if self.key_projections is None:  # keys are the value's own head features: W = I
             weight = torch.eye(self.dim, device=queries.device, dtype=queries.dtype)
@@ -200,7 +200,7 @@ class QIMIA(nn.Module):
             weight = self.key_projections[slot].weight  # (H * d_k, D)
         weight = weight.view(self.heads, self.key_dim, self.dim).transpose(1, 2)  # (H, D, d_k)
         folded = torch.bmm(weight, queries.permute(1, 2, 0))  # (H, D, R_i)
-        return folded.transpose(0, 1).reshape(self.dim, -1)  # (D, H * R_i)
+        return folded.permute(1, 2, 0).reshape(self.dim, -1)  # (D, R_i * H)
 
     # ------------------------------------------------------------------ forward
     def _check_external(self, external: DepthMemory, x: Tensor) -> DepthMemory:
@@ -264,7 +264,7 @@ class QIMIA(nn.Module):
                 weights = None
                 if return_attention:
                     with torch.no_grad():
-                        weights = memory.weights(reader).movedim(0, -1)  # (*G, count)
+                        weights = memory.attention(reader)  # (*G, count)
             else:
                 mixed, weights = memory.read(reader, count, need_weights=return_attention)
             if weights is not None and return_attention:
@@ -280,7 +280,7 @@ class QIMIA(nn.Module):
                     "the base network needs the same heads, key_dim and granularity."
                 )
             if manual:
-                memory.write(value, self._key_logits(key, 0), folded=False)
+                memory.write(value, memory.from_standard(self._key_logits(key, 0)), folded=False)
             else:
                 memory.write(key, value)
 
@@ -302,7 +302,7 @@ class QIMIA(nn.Module):
                 source = self._projection(slot, first) if first < len(counts) else None
             else:
                 keys.append(self._key(value, slot))
-                source = self._key_logits(keys[-1], first) if first < len(counts) else None
+                source = memory.from_standard(self._key_logits(keys[-1], first)) if first < len(counts) else None
             memory.write(value, source, folded)
 
         write(x)
