@@ -139,3 +139,20 @@ def test_global_norm_clipping_on_a_small_output_layer_is_exact(tmp_path, helpers
         W, b = reconstruct_layer(rec.store, name)
         mod = model.get_submodule(name)
         assert helpers.rel_err(W, mod.weight) <= 1e-5 and helpers.rel_err(b, mod.bias) <= 1e-5
+
+
+def test_gradient_cleared_by_hand_after_a_skipped_step_is_detected(tmp_path, blobs, helpers):
+    """``p.grad = None`` bypasses the wrapped zero_grad: the stale slots no longer sum to the gradient."""
+    x, y = blobs
+    model = helpers.mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    rec = DualRecorder(model, opt, str(tmp_path / "s"), exact_check_steps=0)
+    rec.set_batch(torch.arange(16), labels=y[:16])
+    F.cross_entropy(model(x[:16]), y[:16]).backward()           # its step() never comes
+    for p in model.parameters():
+        p.grad = None
+    rec.set_batch(torch.arange(16, 32), labels=y[16:32])
+    F.cross_entropy(model(x[16:32]), y[16:32]).backward()
+    with pytest.raises(DualFormError, match="not the sum of the recorded slots"):
+        opt.step()
+    rec.close()

@@ -61,6 +61,7 @@ class GradientChecks:
         self._grad: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = {}  # r, ||G||^2, .grad, version
         self._raw: dict[str, torch.Tensor] = {}
         self._weights: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._coords: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}   # slot-probe (rows, cols)
 
     def exact(self, step: int) -> bool:
         """Whether step ``step`` gets the full (not only probed) slot check."""
@@ -70,7 +71,7 @@ class GradientChecks:
     def on_backward(self, name: str, grad: torch.Tensor, step: int) -> None:
         """Keep ``G[idx]`` and ``||G||^2`` of autograd's (accumulated) gradient; a full copy on exact steps."""
         g = grad.detach().reshape(-1)
-        self._grad[name] = (g[self._idx[name]].clone(), torch.dot(g, g), grad, grad._version)
+        self._grad[name] = (g.index_select(0, self._idx[name]), torch.dot(g, g), grad, grad._version)
         if self.exact(step):
             self._raw[name] = grad.detach().clone()
 
@@ -92,7 +93,7 @@ class GradientChecks:
                                 "account for it.")
         r, rr_t, tensor, version = self._grad[name]
         g = p.grad.detach().reshape(-1)
-        gi = g[self._idx[name]]
+        gi = g.index_select(0, self._idx[name])
         if p.grad is tensor and p.grad._version == version and torch.equal(gi, r):
             return 1.0                    # untouched (GradScaler's unscale_ does not bump the version: compared)
         rr, gg = float(rr_t), float(torch.dot(g, g))
@@ -119,24 +120,24 @@ class GradientChecks:
         return s
 
     # ------------------------------------------------------------------ check 1: G = sum of the slots
-    def check_slots(self, spec: LayerSpec, keys: torch.Tensor, values: torch.Tensor, step: int) -> None:
+    def check_slots(self, spec: LayerSpec, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Autograd's gradients of ``spec``'s weight and bias must be the sums of its recorded slots."""
         for name, is_bias in ((spec.weight, False), (spec.bias, True)):
             if name is None or name not in self._grad:
                 continue
             idx = self._idx[name][:SLOT_PROBE]
-            if is_bias:
-                terms = [values[:, idx].double()]                                   # (n, P): constant-1 key
-            else:
-                rows, cols = L.dual_coords(spec, idx)
-                terms = [values[:, rows].double(), L.key_columns(spec, keys, cols, torch.float64)]
-            total = torch.zeros(idx.numel(), dtype=torch.float64, device=values.device)
-            scale = torch.zeros_like(total)
+            if name not in self._coords:
+                self._coords[name] = (idx, None) if is_bias else L.dual_coords(spec, idx)
+            rows, cols = self._coords[name]
+            total = torch.zeros(idx.numel(), dtype=torch.float64, device=values.device)   # sum_i e_i[rows] x_i[cols]
+            scale = torch.zeros_like(total)                                              # sum_i |e_i[rows] x_i[cols]|
             chunk = max(1, (1 << 22) // max(1, idx.numel()))
             for lo in range(0, values.shape[0], chunk):
-                part = terms[0][lo:lo + chunk] if is_bias else terms[0][lo:lo + chunk] * terms[1][lo:lo + chunk]
-                total += part.sum(0)
-                scale += part.abs().sum(0)
+                part = values[lo:lo + chunk].index_select(1, rows)                       # (chunk, P)
+                if not is_bias:                                                          # a bias has constant-1 keys
+                    part = part * L.key_columns(spec, keys[lo:lo + chunk], cols, part.dtype)
+                total += part.sum(0, dtype=torch.float64)
+                scale += part.abs().sum(0, dtype=torch.float64)
             err = float((total - self._grad[name][0][:idx.numel()].double()).norm() / scale.norm().clamp_min(1e-300))
             if err > _SLOT_TOL:
                 self._mismatch(spec, name, f"{err:.2e} on {idx.numel()} probed coordinates")
@@ -169,14 +170,14 @@ class GradientChecks:
         self._weights = {}
         for name, p in self._fingerprinted.items():
             w = p.detach().reshape(-1)
-            self._weights[name] = (w[self._idx[name]].clone(), torch.dot(w, w))
+            self._weights[name] = (w.index_select(0, self._idx[name]), torch.dot(w, w))
 
     def check_weights(self) -> None:
         """Raise if any recorded parameter differs from its last :meth:`snapshot_weights` fingerprint."""
         for name, p in self._fingerprinted.items():
             probe, norm = self._weights[name]
             w = p.detach().reshape(-1)
-            if not (torch.equal(w[self._idx[name]], probe) and bool(torch.dot(w, w) == norm)):
+            if not (torch.equal(w.index_select(0, self._idx[name]), probe) and bool(torch.dot(w, w) == norm)):
                 raise DualFormError(f"{name} was changed outside optimizer.step() (e.g. a max-norm constraint, "
                                     "renorm_/clamp_ or a manual edit between steps); the dual form W_T = a_0 W_0 + "
                                     "sum_t c_t e_t x_t^T only holds for SGD updates. Express the constraint as part "

@@ -201,7 +201,7 @@ def key_columns(spec: LayerSpec, keys: torch.Tensor, cols: torch.Tensor, dtype: 
     """``(n, P)`` entries ``x_i[cols]`` of the keys (one-hot indicators for an embedding)."""
     if spec.kind == "embedding":
         return (keys[:, :1] == cols[None, :]).to(dtype)
-    return keys[:, cols].to(dtype)
+    return keys.index_select(1, cols).to(dtype)
 
 
 def dual_coords(spec: LayerSpec, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
