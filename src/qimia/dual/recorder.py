@@ -395,7 +395,7 @@ class DualRecorder:
             meta = torch.cat([u.meta for u in uses])                                    # (n, 6)
             values = None if self.keys_only else torch.cat([u.values for u in uses])   # (n, d_value)
             if values is not None:
-                self._checks.check_slots(spec, keys, values, self.step)
+                self._checks.check_slots(spec, keys, values)
             stored_keys = (keys.to("cpu", self._store_dtype) if keys.is_floating_point() else keys.cpu()).numpy()
             if values is None:
                 entry = (stored_keys, None, meta.numpy())
