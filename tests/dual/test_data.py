@@ -1,29 +1,67 @@
-"""Data helpers: resumable batch order, permuted task, clear errors for missing files."""
+"""The image tasks of the dual-form experiments (``qimia.data.image_tasks``): digits at 28x28, the
+permuted task, example ids in every batch, the two-task schedules, clear errors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from qimia.dual.data import batch_indices, load_digits_28, load_images, load_mnist, permute_pixels
+from qimia.data.image_tasks import (
+    ImageTaskDataModule, TwoTaskBatches, TwoTaskDataModule, load_digits_28, load_second_task, load_task, permute_pixels,
+)
 
 
-def test_batch_indices_are_epoch_permutations_and_recomputable():
-    epoch = torch.cat([batch_indices(100, 10, s, seed=3) for s in range(10)])
-    assert sorted(epoch.tolist()) == list(range(100))                 # each example once per epoch
-    assert torch.equal(batch_indices(100, 10, 7, seed=3), batch_indices(100, 10, 7, seed=3))
-    assert not torch.equal(batch_indices(100, 10, 7, seed=3), batch_indices(100, 10, 17, seed=3))
-
-
-def test_digits_and_permuted_task():
+def test_digits_28_and_permuted_task():
     (x, y), (xt, yt) = load_digits_28()
-    assert x.shape[1] == 784 and 0 <= float(x.min()) and float(x.max()) <= 1 and len(xt) > 0
+    assert x.shape[1:] == (1, 28, 28) and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert len(x) + len(xt) == 1797 and len(xt) == round(0.25 * 1797)
     xp, yp = permute_pixels((x, y))
-    assert torch.equal(yp, y) and torch.equal(xp.sort(1).values, x.sort(1).values) and not torch.equal(xp, x)
+    assert xp.shape == x.shape and torch.equal(yp, y) and not torch.equal(xp, x)
+    assert torch.equal(xp.flatten(1).sort(1).values, x.flatten(1).sort(1).values)   # the same pixels, moved
+    assert torch.equal(permute_pixels((x, y))[0], xp)                                  # one fixed permutation
 
 
-def test_missing_files_give_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--data digits"):
-        load_mnist(tmp_path / "nope.pkl.gz")
-    with pytest.raises(ValueError, match="unknown data set"):
-        load_images("cifar")
+def test_training_batches_carry_example_and_task_ids():
+    data = ImageTaskDataModule(task="digits", batch_size=32, seed=0)
+    data.setup()
+    images, labels, ids, tasks = next(iter(data.train_dataloader()))
+    assert images.shape == (32, 1, 28, 28) and torch.equal(tasks, torch.zeros(32, dtype=torch.long))
+    train_images, train_labels = data.train_set.tensors[:2]
+    assert torch.equal(train_images[ids], images) and torch.equal(train_labels[ids], labels)
+
+
+@pytest.mark.parametrize("mode", ["continual", "joint"])
+def test_two_task_schedule(mode):
+    batches = list(TwoTaskBatches((40, 30), batch_size=10, steps_per_task=6, mode=mode, seed=0))
+    assert len(batches) == 12 and all(len(b) == 10 for b in batches)
+    is_task1 = [[i >= 40 for i in b] for b in batches]
+    if mode == "continual":
+        assert not any(map(any, is_task1[:6])) and all(map(all, is_task1[6:]))
+        first_epoch = sorted(i for b in batches[:4] for i in b)                        # 4 batches of 10 = task 0
+        assert first_epoch == list(range(40))
+    else:
+        assert all(sum(row) == 5 for row in is_task1)
+    assert batches == list(TwoTaskBatches((40, 30), batch_size=10, steps_per_task=6, mode=mode, seed=0))
+
+
+def test_two_task_data_module_offsets_task1_ids():
+    data = TwoTaskDataModule(task="digits", second="permuted", mode="joint", steps_per_task=2, batch_size=8)
+    data.setup()
+    n0 = data.sizes[0]
+    _, labels, ids, tasks = next(iter(data.train_dataloader()))
+    assert torch.equal(tasks, (ids >= n0).long()) and int(tasks.sum()) == 4
+    assert torch.equal(data.train_set.tensors[1][ids], labels)
+    assert [len(loader.dataset) for loader in data.val_dataloader()] == [len(s[1]) for s in data.test_splits]
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data.path"):
+        load_task("mnist", tmp_path / "nope.pkl.gz")
+    with pytest.raises(ValueError, match="unknown image task"):
+        load_task("cifar")
+    with pytest.raises(ValueError, match="fashion_root"):
+        load_second_task("fashion", load_digits_28())
+    with pytest.raises(FileNotFoundError, match="FashionMNIST"):
+        load_second_task("fashion", load_digits_28(), fashion_root=tmp_path)
+    with pytest.raises(ValueError, match="does not fit"):
+        TwoTaskBatches((4, 4), batch_size=16, steps_per_task=1, mode="continual")

@@ -1,63 +1,38 @@
 """Character-level LSTM language model built from ``nn.Linear`` cells, explained by its training text.
 
 The recurrent layer is one ``nn.Linear`` on ``[h_{t-1}; x_t]`` (keys), called once per time
-step; the output layer reads the LSTM outputs ``h_t``. For a prompt, the queries are the
-inputs these layers see at the prompt's last position; the report lists the top-3
-training passages (with their corpus positions) and the attention grouped by position in
-the training corpus.
+step; the output layer reads the LSTM outputs ``h_t``. The model is trained by the one training
+engine with the :class:`~qimia.dual.lightning.DualRecorderCallback`; for each prompt, the queries
+are the inputs these layers see at the prompt's last position, and the report lists the top
+training passages (with their corpus positions) and the attention grouped by position in the
+training corpus.
 
-Corpora: any local text file (``--text``), WikiText-2 through HF ``datasets`` for users
-who have it cached (``--dataset wikitext2``), or by default a corpus made of the docstrings
-of a fixed list of standard-library modules (always available, deterministic).
+Corpora (config group ``corpus``, sources of :mod:`qimia.data.text`): the Python reference
+documentation that ships with CPython (default, offline), any local UTF-8 text file, or
+WikiText-2. The training split of the source is used, cut to ``data.max_chars`` characters.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
-from dataclasses import asdict, dataclass
+import shutil
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
+from qimia.dual.experiments.common import check_budget, check_not_resumed, command_line, train_recorded, write_json
 from qimia.dual.explain import DualExplainer, layer_inputs
-from qimia.dual.recorder import DualRecorder
 from qimia.dual.store import EXAMPLE, POS, USE, DualStore
 
-STDLIB_MODULES = ("collections", "functools", "itertools", "json", "pathlib", "textwrap", "argparse",
-                  "logging", "unittest", "string", "heapq", "bisect", "random", "statistics", "fractions")
+if TYPE_CHECKING:
+    from qimia.data.text import CharTokenizer
 
-
-def stdlib_corpus(modules: tuple[str, ...] = STDLIB_MODULES) -> str:
-    """Docstrings of the given stdlib modules and their public members, in a fixed order."""
-    parts = []
-    for name in modules:
-        mod = importlib.import_module(name)
-        parts.append(mod.__doc__ or "")
-        for attr in sorted(dir(mod)):
-            doc = getattr(getattr(mod, attr), "__doc__", None) if not attr.startswith("_") else None
-            if isinstance(doc, str) and len(doc) > 40:
-                parts.append(doc)
-    return "\n".join(p.strip() for p in parts if p)
-
-
-def wikitext2() -> str:
-    """WikiText-2 (raw) training split through HF ``datasets`` (must be cached or downloadable)."""
-    try:
-        from datasets import load_dataset
-    except ImportError as exc:
-        raise ImportError("WikiText-2 needs the 'datasets' package: pip install 'qimia[hf]'") from exc
-    try:
-        ds = load_dataset("wikitext", "wikitext-2-raw-v1", split="train")
-    except Exception as exc:  # network / cache errors come in many types
-        raise RuntimeError(f"could not load WikiText-2 ({exc}); download it once with network access, "
-                           "or pass --text FILE to use a local text file.") from exc
-    return "".join(ds["text"])
+NET_PREFIX = "net."  # recorded layer names are the LightningModule's: net.cell, net.out
 
 
 class LSTMState(NamedTuple):
@@ -98,83 +73,82 @@ class LinearLSTM(nn.Module):
         return self.out(torch.stack(hs, 1))                                         # (B, T, V)
 
 
-@dataclass
-class LMConfig:
-    """Hyper-parameters of the language-model experiment."""
+class WindowsWithIds(Dataset):
+    """``(inputs (T,), targets (T,), window id)``: passage ``k`` is ``tokens[k T : k T + T + 1]``."""
 
-    text: str | None = None            # local text file; None -> dataset
-    dataset: str = "stdlib"            # "stdlib" (docstrings) or "wikitext2" (HF datasets)
-    max_chars: int = 200_000
-    seq_len: int = 64
-    batch_size: int = 16
-    steps: int = 300
-    embed: int = 32
-    hidden: int = 128
-    lr: float = 1.0
-    momentum: float = 0.0
-    clip: float = 1.0
-    seed: int = 0
-    prompts: tuple[str, ...] = ("Return a new ", "The default value")
-    top: int = 3
-    position_bins: int = 10
-    device: str = "cpu"
-    store_dir: str = "runs/dual-lm"
-    progress: bool = True
+    def __init__(self, windows: Dataset) -> None:
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return len(self.windows)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        inputs, targets = self.windows[i]
+        return inputs, targets, i
 
 
-def load_corpus(cfg: LMConfig) -> str:
-    if cfg.text:
-        text = Path(cfg.text).read_text(encoding="utf-8", errors="replace")
-    elif cfg.dataset == "wikitext2":
-        text = wikitext2()
-    elif cfg.dataset == "stdlib":
-        text = stdlib_corpus()
-    else:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}; use 'stdlib', 'wikitext2' or --text FILE.")
-    text = text[: cfg.max_chars]
-    if len(text) < 4 * cfg.seq_len:
-        raise ValueError(f"the corpus has {len(text)} characters; need at least {4 * cfg.seq_len}.")
-    return text
+def check_text(text: str, what: str, min_chars: int) -> None:
+    """Refuse text that is too short or that is mostly control characters (binary data).
+
+    Raises:
+        ValueError: naming ``what`` and the fix.
+    """
+    if len(text) < min_chars:
+        raise ValueError(f"{what} has {len(text)} characters; the LM needs at least {min_chars} (4 x data.seq_len).")
+    control = sum(not (c.isprintable() or c in "\n\t\r") for c in text)
+    if control > 0.01 * len(text):
+        raise ValueError(f"{what}: {100 * control / len(text):.0f}% of its characters are control characters, so it "
+                         "looks like binary data, not text; pass a UTF-8 text file (corpus=text_file corpus.path=...).")
 
 
-def run(cfg: LMConfig, out_dir: str | Path) -> dict:
-    """Train + record, then explain each prompt. Writes ``lm_report.md`` and ``lm_report.json``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    text = load_corpus(cfg)
-    chars = sorted(set(text))
-    stoi = {c: i for i, c in enumerate(chars)}
-    data = torch.tensor([stoi[c] for c in text], dtype=torch.int64)
-    T = cfg.seq_len
-    n_chunks = (len(data) - 1) // T                   # passage k = text[k*T : k*T + T + 1]
-    torch.manual_seed(cfg.seed)
-    model = LinearLSTM(len(chars), cfg.embed, cfg.hidden)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    rec = DualRecorder(model, opt, str(Path(cfg.store_dir)), overwrite=True,
-                       info={"experiment": "lstm_lm", "config": asdict(cfg)})
-    g = torch.Generator().manual_seed(cfg.seed)
-    losses = []
-    for _ in tqdm(range(cfg.steps), desc="lm", disable=not cfg.progress, leave=False):
-        ids = torch.randint(0, n_chunks, (cfg.batch_size,), generator=g)            # (B,)
-        pos = ids[:, None] * T + torch.arange(T + 1)                                 # (B, T+1)
-        seq = data[pos]
-        rec.set_batch(ids, labels=seq[:, 1:])                                       # next-char targets
-        logits = model(seq[:, :-1])                                                 # (B, T, V)
-        loss = F.cross_entropy(logits.reshape(-1, len(chars)), seq[:, 1:].reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-        losses.append(float(loss.detach()))
-    store = rec.close()
-    report = {"config": asdict(cfg), "vocab": len(chars), "corpus_chars": len(text),
+def run(cfg: DictConfig, out: Path) -> dict:
+    """Train with recording, then explain each prompt; writes ``results.json`` and ``report.md``."""
+    from qimia.data.base import EpochSeededSampler
+    from qimia.data.text import CharTokenizer, TokenWindows
+    from qimia.training.callbacks import MetricHistory
+    from qimia.training.dual import RecordedLanguageModelModule, language_model_batch_meta
+    from qimia.training.engine import optimizer_factory, scheduler_factory, seed_run
+
+    check_budget(cfg)
+    check_not_resumed(cfg)
+    source = instantiate(cfg.corpus)
+    text = source.load().train[: cfg.data.max_chars]
+    check_text(text, f"the corpus {cfg.corpus.get('path') or cfg.corpus._target_}", 4 * cfg.data.seq_len)
+    tokenizer = CharTokenizer(text)
+    unknown = sorted({c for p in cfg.analysis.prompts for c in p if c not in tokenizer.index})
+    if unknown:
+        raise ValueError(f"prompt characters {unknown} do not occur in the training corpus; change the prompts.")
+    dataset = WindowsWithIds(TokenWindows(tokenizer.encode(text), cfg.data.seq_len))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.data.batch_size, drop_last=True,
+                                         sampler=EpochSeededSampler(dataset, cfg.seed), num_workers=cfg.data.num_workers)
+    cfg.model.vocab = tokenizer.vocab_size  # the saved config.yaml rebuilds the network (load_net)
+    seed_run(cfg)
+    module = RecordedLanguageModelModule(instantiate(cfg.model), optimizer=optimizer_factory(cfg),
+                                         scheduler=scheduler_factory(cfg))
+    store_path = Path(cfg.record.store_dir) if cfg.record.store_dir else out / "store"
+    history = MetricHistory()
+    trainer, store = train_recorded(cfg, module, out, store_path, language_model_batch_meta, loader,
+                                    callbacks=[history], info={"experiment": "lstm_lm", "seed": cfg.seed})
+    losses = [entry["loss"] for entry in history.train]
+    report = {"command": command_line(), "config": OmegaConf.to_container(cfg, resolve=True),
+              "setup": {"corpus": source.__class__.__name__, "embed": cfg.model.embed, "hidden": cfg.model.hidden,
+                        "steps": trainer.global_step, "lr": cfg.optimizer.lr, "clip": cfg.trainer.gradient_clip_val,
+                        "batch_size": cfg.data.batch_size, "seq_len": cfg.data.seq_len, "top": cfg.analysis.top},
+              "vocab": tokenizer.vocab_size, "corpus_chars": len(text),
               "loss_first_last": [float(np.mean(losses[:10])), float(np.mean(losses[-10:]))],
-              "slots": {n: store.num_slots(n) for n in store.layer_names}, "prompts": []}
-    for prompt in cfg.prompts:
-        report["prompts"].append(explain_prompt(model, store, text, stoi, prompt, T, cfg))
-    (out / "lm_report.json").write_text(json.dumps(report, indent=1))
-    (out / "lm_report.md").write_text(to_markdown(report))
+              "slots": {short(n): store.num_slots(n) for n in store.layer_names}, "prompts": []}
+    for prompt in cfg.analysis.prompts:
+        report["prompts"].append(explain_prompt(module, store, text, tokenizer, prompt, cfg))
+    if not cfg.record.keep_stores:
+        shutil.rmtree(store_path)
+    write_json(out / "results.json", report)
+    (out / "report.md").write_text(to_markdown(report))
     return report
+
+
+def short(name: str) -> str:
+    """The network's own name of a recorded layer (``net.cell`` -> ``cell``)."""
+    return name.removeprefix(NET_PREFIX)
 
 
 def corpus_positions(store: DualStore, layer: str, seq_len: int) -> np.ndarray:
@@ -184,46 +158,43 @@ def corpus_positions(store: DualStore, layer: str, seq_len: int) -> np.ndarray:
     return meta[:, EXAMPLE] * seq_len + t
 
 
-def explain_prompt(model: LinearLSTM, store: DualStore, text: str, stoi: dict[str, int], prompt: str,
-                   seq_len: int, cfg: LMConfig) -> dict:
+def explain_prompt(model: nn.Module, store: DualStore, text: str, tokenizer: CharTokenizer, prompt: str, cfg: DictConfig) -> dict:
     """Top training passages and position histogram for the prompt's last position, per layer and score."""
-    unknown = sorted({c for c in prompt if c not in stoi})
-    if unknown:
-        raise ValueError(f"prompt characters {unknown} do not occur in the training corpus.")
-    tokens = torch.tensor([[stoi[c] for c in prompt]])                              # (1, P)
+    tokens = tokenizer.encode(prompt)[None]                                         # (1, P)
     queries, logits = layer_inputs(model, tokens, store.layer_names)
     P = len(prompt)
-    next_char = [c for c, i in stoi.items() if i == int(logits[0, -1].argmax())][0]
+    next_char = tokenizer.decode([int(logits[0, -1].argmax())])
     entry: dict = {"prompt": prompt, "predicted_next": next_char, "layers": {}}
     for name in store.layer_names:
-        q = queries[name][-1:] if name == "cell" else queries[name].reshape(P, -1)[-1:]   # (1, d_key)
-        positions = corpus_positions(store, name, seq_len)
-        bins = np.minimum(positions * cfg.position_bins // len(text), cfg.position_bins - 1)
+        q = queries[name].reshape(P, -1)[-1:]                  # (1, d_key): one row per time step, either layer
+        positions = corpus_positions(store, name, cfg.data.seq_len)
+        bins = np.minimum(positions * cfg.analysis.position_bins // len(text), cfg.analysis.position_bins - 1)
         for score in ("contribution", "key"):
-            ex = DualExplainer(store, name, score=score, device=cfg.device)
-            e = ex.explain(q, k=10 * cfg.top)     # a passage drawn in several steps has several slots
+            ex = DualExplainer(store, name, score=score, device=cfg.analysis.device)
+            e = ex.explain(q, k=10 * cfg.analysis.top)     # a passage drawn in several steps has several slots
             top: list[dict] = []
             for s, slot in zip(e.topk_scores[0].tolist(), e.topk_slots[0].tolist()):
                 p = int(positions[slot])
                 if any(t["corpus_pos"] == p for t in top):
                     next(t for t in top if t["corpus_pos"] == p)["slots"] += 1
                     continue
-                if len(top) < cfg.top:
+                if len(top) < cfg.analysis.top:
                     top.append({"score": s, "slot": slot, "slots": 1, "corpus_pos": p,
                                 "passage": int(store.meta(name)[slot, EXAMPLE]),
                                 "context": text[max(0, p - 40):p] + "[" + text[p:p + 1] + "]" + text[p + 1:p + 20]})
-            hist = np.zeros(cfg.position_bins)
+            hist = np.zeros(cfg.analysis.position_bins)
             for off, block in ex.stream(q):
                 np.add.at(hist, bins[off:off + block.shape[1]], block[0].numpy())
-            entry["layers"].setdefault(name, {})[score] = {
+            entry["layers"].setdefault(short(name), {})[score] = {
                 "top": top, "position_share": (hist / max(hist.sum(), 1e-30)).tolist()}
     return entry
 
 
 def to_markdown(report: dict) -> str:
-    cfg = report["config"]
-    lines = ["# LSTM LM dual-form report", "",
-             f"Corpus: {cfg['text'] or cfg['dataset']} ({report['corpus_chars']} chars, vocab {report['vocab']}); "
+    """The report: setup, then per prompt, layer and score the top passages and the decile shares."""
+    cfg = report["setup"]
+    lines = ["# LSTM LM dual-form report", "", f"Command: `{report['command']}`", "",
+             f"Corpus: {cfg['corpus']} ({report['corpus_chars']} chars, vocab {report['vocab']}); "
              f"LSTM E={cfg['embed']} H={cfg['hidden']}, {cfg['steps']} SGD steps (lr {cfg['lr']}, clip {cfg['clip']}), "
              f"batch {cfg['batch_size']} x {cfg['seq_len']} chars; loss {report['loss_first_last'][0]:.3f} -> "
              f"{report['loss_first_last'][1]:.3f}. Slots: {report['slots']}.", "",

@@ -1,0 +1,163 @@
+"""The dual-form experiments (``qimia.dual.experiments``) on the one training engine: every
+experiment config trains one batch; a trained network is rebuilt from its run folder with the
+same predictions; budgets, inputs and optimizers without a dual form are refused clearly."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qimia.app import compose
+from qimia.cli import main
+from qimia.data.image_tasks import load_task
+from qimia.data.mnist import load_mnist_pkl
+from qimia.data.text import CharTokenizer
+from qimia.dual.experiments.common import accuracy
+from qimia.dual.reconstruct import reconstruct_layer
+from qimia.dual.store import DualStore
+from qimia.training.dual import load_net
+
+QUIET = ["threads=1", "trainer.enable_progress_bar=false", "logger=[]"]
+CORPUS = "the cat sat on the mat. the dog sat on the log. " * 20
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(1)
+    splits = tuple((rng.random((48, 784), dtype=np.float32), rng.integers(0, 10, 48)) for _ in range(3))
+    with gzip.open(root / "mnist.pkl.gz", "wb") as f:
+        pickle.dump(splits, f)
+    (root / "corpus.txt").write_text(CORPUS)
+    return {"mnist": root / "mnist.pkl.gz", "corpus": root / "corpus.txt"}
+
+
+@pytest.fixture(scope="module")
+def one_batch(tmp_path_factory, data) -> dict[str, Path]:
+    """Each experiment config trained for one batch (per task), its store kept."""
+    root = tmp_path_factory.mktemp("one_batch")
+    mlp = ["model.hidden=[8]", "data.batch_size=8", "analysis.test_subset=4", "record.keep_stores=true"]
+    overrides = {
+        "mnist": [*mlp, f"data.path={data['mnist']}", "trainer.max_steps=1", "analysis.figures=0"],
+        "multitask": [*mlp, "data.task=digits", "data.steps_per_task=1"],
+        "continual": [*mlp, f"data.path={data['mnist']}", "data.steps_per_task=1"],
+        "lm": [f"corpus=text_file", f"corpus.path={data['corpus']}", "trainer.max_steps=1", "data.seq_len=8",
+               "data.batch_size=2", "model.hidden=8", "model.embed=4", "analysis.prompts=[the d]",
+               "record.keep_stores=true"],
+    }
+    folders = {}
+    for command, extra in overrides.items():
+        folders[command] = root / command
+        assert main(["dual", command, *extra, *QUIET, f"hydra.run.dir={folders[command]}"]) == 0, command
+    return folders
+
+
+@pytest.mark.parametrize("command", ["mnist", "multitask", "continual", "lm"])
+def test_every_experiment_config_trains_one_batch(one_batch, command):
+    run = one_batch[command] / "seed0" if command == "mnist" else one_batch[command]
+    store = DualStore.open(run / "store", verify="full")
+    assert store.num_steps == (2 if command in ("multitask", "continual") else 1)
+    assert (run / "checkpoints" / "last.ckpt").exists() and (one_batch[command] / "results.json").is_file()
+
+
+def test_mnist_checkpoint_round_trip(one_batch, data):
+    run = one_batch["mnist"] / "seed0"
+    net = load_net(run)
+    (_, _), (xte, yte) = load_task("mnist", data["mnist"])
+    results = json.loads((one_batch["mnist"] / "results.json").read_text())
+    assert accuracy(net, xte, yte) == results["seeds"][0]["test_acc"]
+    store = DualStore.open(run / "store")
+    final = store.load_checkpoint()["model"]                       # the recorder's copy of the last step
+    for name in store.layer_names:
+        W, b = reconstruct_layer(store, name)
+        layer = net.get_submodule(name.removeprefix("net."))
+        assert torch.equal(layer.weight, final[f"{name}.weight"])
+        assert float((W - layer.weight.double()).norm() / layer.weight.double().norm()) <= 1e-5
+    x = load_mnist_pkl(data["mnist"])[2][0][:5]
+    with torch.no_grad():
+        assert torch.equal(net(x), load_net(run)(x))
+
+
+def test_lm_checkpoint_round_trip(one_batch):
+    run = one_batch["lm"]
+    net = load_net(run)
+    report = json.loads((run / "results.json").read_text())
+    tokenizer = CharTokenizer(CORPUS[: int(len(CORPUS) * 0.9)])  # corpus=text_file trains on its first 90%
+    assert net.embed.num_embeddings == tokenizer.vocab_size == report["vocab"]
+    with torch.no_grad():
+        logits = net(tokenizer.encode("the d")[None])
+    assert tokenizer.decode([int(logits[0, -1].argmax())]) == report["prompts"][0]["predicted_next"]
+
+
+def test_report_only_rewrites_the_report_from_results_json(one_batch, tmp_path, capsys):
+    out = one_batch["mnist"]
+    written = (out / "report.md").read_text()
+    (out / "report.md").write_text("stale")
+    assert main(["dual", "mnist", "report_only=true", f"hydra.run.dir={out}"]) == 0
+    assert (out / "report.md").read_text() == written
+    capsys.readouterr()
+    assert main(["dual", "mnist", "report_only=true", f"hydra.run.dir={tmp_path}"]) == 2
+    assert "results.json does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("budget", [["trainer.max_steps=-5"], ["trainer.max_steps=0"],
+                                    ["trainer.max_steps=-1", "trainer.max_epochs=0"]])
+def test_a_budget_without_steps_is_refused(budget, tmp_path, capsys):
+    assert main(["dual", "mnist", "data.task=digits", *budget, *QUIET, f"hydra.run.dir={tmp_path}"]) == 2
+    assert "trains no step" in capsys.readouterr().err
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_an_epoch_without_steps_is_refused_after_fit(tmp_path, capsys):
+    """``trainer.limit_train_batches=0`` passes the budget check but takes no step: refused, no report."""
+    assert main(["dual", "mnist", "data.task=digits", "model.hidden=[4]", "trainer.max_steps=2",
+                 "trainer.limit_train_batches=0", *QUIET, f"hydra.run.dir={tmp_path}"]) == 2
+    assert "took no optimizer step" in capsys.readouterr().err
+    assert not (tmp_path / "report.md").exists()
+
+
+@pytest.mark.parametrize(("command", "overrides", "message"), [
+    ("multitask", ["trainer.max_epochs=3"], "set data.steps_per_task instead"),
+    ("continual", ["data.steps_per_task=0"], "data.steps_per_task=<N >= 1>"),
+    ("mnist", ["ckpt_path=last"], "cannot continue from a Lightning checkpoint"),
+    ("mnist", ["optimizer=adamw"], "UnsupportedOptimizerError"),
+    ("mnist", ["trainer.gradient_clip_val=1", "+trainer.gradient_clip_algorithm=value"], "has no exact dual form"),
+    ("mnist", ["seeds=[]"], "seeds=[] trains nothing"),
+])
+def test_settings_without_a_dual_form_are_refused(command, overrides, message, tmp_path, capsys):
+    base = ["data.task=digits", "model.hidden=[4]", "data.batch_size=8"]
+    if command == "mnist":
+        base.append("trainer.max_steps=1")
+    assert main(["dual", command, *base, *overrides, *QUIET, f"hydra.run.dir={tmp_path}"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_lm_refuses_binary_data_and_unknown_prompt_characters(tmp_path, capsys):
+    tiny = ["trainer.max_steps=1", "data.seq_len=8", "data.batch_size=2", "model.hidden=4", "model.embed=2", *QUIET]
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(bytes(range(256)) * 8)
+    assert main(["dual", "lm", "corpus=text_file", f"corpus.path={junk}", *tiny, f"hydra.run.dir={tmp_path / 'a'}"]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
+    control = tmp_path / "control.txt"
+    control.write_text("".join(chr(i % 32) for i in range(4000)))
+    assert main(["dual", "lm", "corpus=text_file", f"corpus.path={control}", *tiny, f"hydra.run.dir={tmp_path / 'b'}"]) == 2
+    assert "looks like binary data" in capsys.readouterr().err
+    text = tmp_path / "corpus.txt"
+    text.write_text(CORPUS)
+    assert main(["dual", "lm", "corpus=text_file", f"corpus.path={text}", "analysis.prompts=[XYZ]", *tiny,
+                 f"hydra.run.dir={tmp_path / 'c'}"]) == 2
+    assert "do not occur in the training corpus" in capsys.readouterr().err
+
+
+def test_configs_name_their_data_by_the_path_convention():
+    for command in ("mnist", "multitask", "continual"):
+        cfg = compose(f"dual/{command}")
+        assert cfg.data.path == f"{cfg.paths.data}/mnist.pkl.gz"
+    assert compose("dual/mnist", ["seed=3"]).seeds == [3]                     # seeds follow the run's seed
+    assert compose("dual/continual").mode == "continual" and compose("dual/multitask").mode == "joint"
