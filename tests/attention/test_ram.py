@@ -1,12 +1,8 @@
 from __future__ import annotations
 
-import json
-
-import pytest
 import torch
 
-from qimia.attention.ram import GlimpseSensor, RAMConfig, RecurrentAttentionModel, ram_loss, translate_digits
-from qimia.attention.ram_train import RAMTrainConfig, train_ram
+from qimia.attention.ram import GlimpseSensor, RAMConfig, RecurrentAttentionModel, ram_loss
 
 
 def test_glimpse_at_centre_is_the_central_crop():
@@ -85,55 +81,3 @@ def test_baseline_learns_the_mean_reward():
         logits, lp, b, _ = model(x)
     reward = (logits.argmax(-1) == y).float().mean()
     assert abs(b.mean().item() - reward.item()) < 0.05
-
-
-def test_translate_digits_places_the_whole_digit():
-    d = torch.rand(5, 1, 4, 4) + 0.1
-    out = translate_digits(d, 10, torch.Generator().manual_seed(0))
-    assert out.shape == (5, 1, 10, 10)
-    torch.testing.assert_close(out.sum((1, 2, 3)), d.sum((1, 2, 3)))
-    with pytest.raises(ValueError, match="canvas"):
-        translate_digits(d, 3, torch.Generator())
-
-
-def test_ram_trains_on_digits_above_chance(tmp_path):
-    res = train_ram(RAMTrainConfig(data="digits", epochs=4, batch_size=32, lr=2e-3, patch=4, scales=2, hidden=64,
-                                   glimpses=4, progress=False, out=str(tmp_path)))
-    assert res["test_error"] < 0.6  # chance: 0.9
-    assert all((tmp_path / f).exists() for f in ("glimpses.png", "curve.png", "checkpoint.pt", "results.json"))
-    res2 = train_ram(RAMTrainConfig(data="digits", epochs=5, batch_size=32, lr=2e-3, patch=4, scales=2, hidden=64,
-                                    glimpses=4, progress=False, out=str(tmp_path),
-                                    resume=str(tmp_path / "checkpoint.pt")))
-    assert [c["epoch"] for c in res2["curve"]] == [1, 2, 3, 4, 5]
-
-
-def test_ram_runs_on_translated_digits(tmp_path):
-    res = train_ram(RAMTrainConfig(data="digits", translated=True, canvas=16, epochs=1, train_limit=64, patch=4,
-                                   scales=3, hidden=16, glimpses=3, progress=False, out=str(tmp_path)))
-    assert 0.0 <= res["test_error"] <= 1.0 and res["curve"][0]["epoch"] == 1
-
-
-def test_ram_resume_rejects_mismatched_config_and_corrupt_file(tmp_path):
-    small = dict(data="digits", epochs=1, train_limit=64, patch=4, scales=1, hidden=16, glimpses=2, progress=False,
-                 out=str(tmp_path))
-    train_ram(RAMTrainConfig(**small))
-    ckpt = str(tmp_path / "checkpoint.pt")
-    with pytest.raises(ValueError, match="checkpoint has hidden=16 but this run asks hidden=32"):
-        train_ram(RAMTrainConfig(**{**small, "epochs": 2, "hidden": 32, "resume": ckpt}))
-    with pytest.raises(ValueError, match="checkpoint has glimpses=2"):  # same parameters, different policy
-        train_ram(RAMTrainConfig(**{**small, "epochs": 2, "glimpses": 3, "resume": ckpt}))
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="cannot read checkpoint"):
-        train_ram(RAMTrainConfig(**{**small, "epochs": 2, "resume": str(bad)}))
-    torch.save({"model": {}}, bad)
-    with pytest.raises(RuntimeError, match="not a qimia RAM checkpoint"):
-        train_ram(RAMTrainConfig(**{**small, "epochs": 2, "resume": str(bad)}))
-    assert [c["epoch"] for c in json.loads((tmp_path / "results.json").read_text())["curve"]] == [1]  # kept
-
-
-def test_ram_config_rejects_non_positive_sizes():
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        RAMTrainConfig(batch_size=0)
-    with pytest.raises(ValueError, match="glimpses must be >= 1"):
-        RAMTrainConfig(glimpses=0)

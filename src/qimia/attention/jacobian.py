@@ -113,19 +113,3 @@ def sequential_jacobian(model: nn.Module, x: Tensor, method: str = "auto") -> Te
     """
     jac = input_jacobian(model, x, method)  # (B, T, O, T, D)
     return jac.pow(2).sum(dim=(2, 4)).sqrt()
-
-
-def plot_heatmap(values: Tensor, path: str, title: str = "", xlabel: str = "", ylabel: str = "") -> None:
-    """Save a 2-D tensor as a heat map PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    im = ax.imshow(values.detach().cpu().numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
-    fig.colorbar(im, ax=ax)
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)

@@ -175,21 +175,3 @@ def ram_loss(logits: Tensor, labels: Tensor, log_probs: Tensor, baselines: Tenso
     reinforce = -(log_probs * advantage).sum(1).mean()
     base = F.mse_loss(baselines, reward[:, None].expand_as(baselines))
     return RAMLoss(nll + reinforce + base, nll, reinforce, base, reward.mean())
-
-
-def translate_digits(images: Tensor, canvas: int, generator: torch.Generator) -> Tensor:
-    """Place each ``(B, 1, h, w)`` digit at a uniformly random position on a ``canvas x canvas`` zero image.
-
-    Vectorised with a scatter of pixel indices. Returns ``(B, 1, canvas, canvas)``.
-    """
-    B, C, h, w = images.shape
-    if canvas < max(h, w):
-        raise ValueError(f"canvas {canvas} is smaller than the digits ({h}x{w})")
-    top = torch.randint(0, canvas - h + 1, (B,), generator=generator)
-    left = torch.randint(0, canvas - w + 1, (B,), generator=generator)
-    rows = top[:, None, None] + torch.arange(h)[None, :, None]  # (B, h, 1)
-    cols = left[:, None, None] + torch.arange(w)[None, None, :]  # (B, 1, w)
-    flat = (rows * canvas + cols).reshape(B, 1, h * w).expand(B, C, h * w).to(images.device)
-    out = images.new_zeros(B, C, canvas * canvas)
-    out.scatter_(2, flat, images.reshape(B, C, h * w))
-    return out.view(B, C, canvas, canvas)
