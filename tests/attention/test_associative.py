@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 
 from qimia.attention.associative import AdditiveAttention, DotProductAttention, MemoryAttention
-from qimia.memory.addressing import content_weighting
+from qimia.addressing import content_weighting
 
 
 def test_additive_attention_matches_hand_computation_and_mask():

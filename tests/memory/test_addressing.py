@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qimia.memory.addressing import (
-    circular_shift, content_weighting, cosine_similarity, interpolate, ntm_address, sharpen,
+from qimia.addressing import (
+    circular_shift, content_weighting, cosine_similarity, interpolate, ntm_address, sharpen, tempered_softmax,
 )
 
 
@@ -86,3 +86,22 @@ def test_no_nan_on_zero_or_constant_memory_in_outputs_and_gradients(fill):
     for t in (M, k, beta, gate, shift, gamma):
         assert torch.isfinite(t.grad).all()
     assert torch.isfinite(cosine_similarity(k, M)).all()
+
+
+def test_infinite_strength_is_the_limit_of_the_softmax_not_nan():
+    M = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]]])  # rows 0 and 2 tie for the key
+    k = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    beta = torch.tensor([[float("inf"), 3.0]], requires_grad=True)
+    w = content_weighting(M, k, beta)
+    assert torch.isfinite(w).all()
+    torch.testing.assert_close(w[0, 0], torch.tensor([0.5, 0.0, 0.5, 0.0]))  # the ties share the weight
+    torch.testing.assert_close(w[0, 1], content_weighting(M, k[:, 1:], beta[:, 1:].detach())[0, 0])  # finite beta unchanged
+    torch.testing.assert_close(w[0, 0], content_weighting(M, k[:, :1], torch.tensor([[1e4]]))[0, 0])  # the limit
+    (w * torch.arange(4.0)).sum().backward()
+    assert torch.isfinite(beta.grad).all() and beta.grad[0, 0] == 0
+
+
+def test_infinite_sharpening_keeps_the_largest_entries():
+    w = sharpen(torch.tensor([[0.2, 0.5, 0.3], [0.4, 0.2, 0.4]]), torch.tensor([float("inf"), float("inf")]))
+    torch.testing.assert_close(w, torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.0, 0.5]]))
+    assert tempered_softmax(torch.zeros(1, 3), torch.tensor([0.0])).allclose(torch.full((1, 3), 1 / 3))

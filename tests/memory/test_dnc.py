@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from qimia.memory import LSTMBaseline, LSTMConfig
 from qimia.memory.dnc import (
     DNC, DNCConfig, allocation_weighting, directional_weights, update_link, update_precedence, update_usage,
 )
@@ -87,3 +88,19 @@ def test_no_nan_on_zero_memory_outputs_and_gradients(controller):
     assert torch.isfinite(logits).all()
     logits.pow(2).sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in dnc.parameters() if p.grad is not None)
+
+
+def test_rejects_an_empty_sequence_and_bad_sizes():
+    with pytest.raises(ValueError, match="length 0.*T >= 1"):  # was: stack expects a non-empty TensorList
+        _dnc()(torch.zeros(2, 0, 4))
+    with pytest.raises(ValueError, match="read_heads must be >= 1"):
+        DNCConfig(read_heads=0)
+
+
+def test_lstm_baseline_rejects_an_empty_sequence():
+    lstm = LSTMBaseline(LSTMConfig(input_size=4, output_size=3, hidden_size=5))
+    assert lstm(torch.zeros(2, 3, 4))[0].shape == (2, 3, 3)
+    with pytest.raises(ValueError, match="length 0"):
+        lstm(torch.zeros(2, 0, 4))
+    with pytest.raises(ValueError, match="hidden_size must be >= 1"):
+        LSTMConfig(hidden_size=0)

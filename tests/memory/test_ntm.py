@@ -39,7 +39,19 @@ def test_no_nan_with_zero_or_constant_memory_and_zero_input(fill):
     assert all(torch.isfinite(p.grad).all() for p in ntm.parameters() if p.grad is not None)
 
 
-def test_rejects_wrong_input_shape():
+def test_rejects_wrong_input_shape_and_an_empty_sequence():
     ntm = NTM(NTMConfig(input_size=5, output_size=3, controller_size=8, memory_slots=6, word_size=4))
     with pytest.raises(ValueError, match=r"\(B, T, 5\)"):
         ntm(torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="length 0.*T >= 1"):  # was: stack expects a non-empty TensorList
+        ntm(torch.randn(2, 0, 5))
+
+
+@pytest.mark.parametrize("kw,match", [(dict(memory_slots=0), "memory_slots must be >= 1"),
+                                      (dict(read_heads=0), "read_heads must be >= 1"),
+                                      (dict(write_heads=0), "write_heads must be >= 1"),
+                                      (dict(controller="gru"), "unknown controller"),
+                                      (dict(memory_slots=2, shift_range=1), "memory_slots >= 3")])
+def test_config_rejects_bad_sizes(kw, match):
+    with pytest.raises(ValueError, match=match):
+        NTMConfig(**kw)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qimia.memory.addressing import content_weighting
+from qimia.addressing import content_weighting
 
 
 def _masked_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:

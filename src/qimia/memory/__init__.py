@@ -1,14 +1,18 @@
-"""Classic memory-augmented networks: NTM, DNC, their addressing and heads, and algorithmic tasks."""
+"""Classic memory-augmented networks: NTM, DNC and the LSTM baseline, their heads and controllers,
+and the registry that builds them by name (``qimia memory model=<name> task=<task>`` trains them).
 
-from qimia.memory.addressing import circular_shift, content_weighting, interpolate, ntm_address, sharpen
+The addressing they share with :mod:`qimia.attention` is :mod:`qimia.addressing`; the algorithmic
+tasks are :mod:`qimia.data.algorithmic`; the training task is
+:class:`qimia.training.sequence.SequenceModule`.
+"""
+
+from qimia.memory.dnc import DNC, DNCConfig, DNCState
 from qimia.memory.heads import read_memory, write_memory
 from qimia.memory.lstm import LSTMBaseline, LSTMConfig
-from qimia.memory.dnc import DNC, DNCConfig, DNCState
 from qimia.memory.ntm import NTM, NTMConfig, NTMState
-from qimia.memory.tasks import TASKS, make_task, sequence_metrics
+from qimia.memory.registry import create_memory_model, list_memory_models, memory_model_defaults
 
 __all__ = [
     "NTM", "NTMConfig", "NTMState", "DNC", "DNCConfig", "DNCState", "LSTMBaseline", "LSTMConfig",
-    "TASKS", "make_task", "sequence_metrics",
-    "circular_shift", "content_weighting", "interpolate", "ntm_address", "sharpen", "read_memory", "write_memory",
+    "create_memory_model", "list_memory_models", "memory_model_defaults", "read_memory", "write_memory",
 ]

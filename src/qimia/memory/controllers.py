@@ -54,6 +54,19 @@ class LSTMController(nn.Module):
 CONTROLLERS = {"lstm": LSTMController, "ff": FeedForwardController}
 
 
+def check_sizes(config: object, *names: str) -> None:
+    """Raise ``ValueError`` naming the first of ``names`` whose value in ``config`` is below 1,
+    and an unknown ``config.controller`` (when the config has one)."""
+    model = type(config).__name__.removesuffix("Config")
+    for name in names:
+        value = getattr(config, name)
+        if value < 1:
+            raise ValueError(f"{model}: {name} must be >= 1, got {value}.")
+    kind = getattr(config, "controller", None)
+    if kind is not None and kind not in CONTROLLERS:
+        raise ValueError(f"{model}: unknown controller {kind!r}; choose one of {sorted(CONTROLLERS)}.")
+
+
 def make_controller(kind: str, input_size: int, hidden_size: int, clip: float = 20.0) -> nn.Module:
     """Build a controller by name (``"lstm"`` or ``"ff"``)."""
     if kind not in CONTROLLERS:

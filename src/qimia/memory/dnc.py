@@ -30,16 +30,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qimia.memory.addressing import content_weighting
-from qimia.memory.controllers import ControllerState, make_controller
+from qimia.addressing import content_weighting
+from qimia.memory.controllers import ControllerState, check_sizes, make_controller
 from qimia.memory.heads import read_memory, write_memory
-from qimia.memory.ntm import check_input
+from qimia.memory.recurrent import RecurrentMemory
+from qimia.memory.registry import register_memory_model
 
 USAGE_EPS = 1e-6
 
 
 @dataclass
 class DNCConfig:
+    """Hyper-parameters of a :class:`DNC`."""
+
     input_size: int = 9
     output_size: int = 8
     controller: str = "lstm"
@@ -48,6 +51,9 @@ class DNCConfig:
     word_size: int = 20  # W
     read_heads: int = 2  # R
     controller_clip: float = 20.0
+
+    def __post_init__(self) -> None:
+        check_sizes(self, "input_size", "output_size", "controller_size", "memory_slots", "word_size", "read_heads")
 
 
 class AccessState(NamedTuple):
@@ -191,7 +197,8 @@ class MemoryAccess(nn.Module):
         return AccessState(memory, usage, link, precedence, read_w, write_w, reads)
 
 
-class DNC(nn.Module):
+@register_memory_model("dnc", DNCConfig)
+class DNC(RecurrentMemory):
     """Controller + :class:`MemoryAccess`; ``y_t = W_y [h_t, r_t]``."""
 
     def __init__(self, config: DNCConfig):
@@ -213,15 +220,9 @@ class DNC(nn.Module):
         y = self.output(torch.cat([h, access.reads.reshape(batch, -1)], dim=-1))
         return y, DNCState(ctrl, access)
 
-    def forward(self, inputs: Tensor, state: DNCState | None = None, trace: bool = False):
-        """Args: inputs ``(B, T, input_size)``. Returns logits ``(B, T, output_size)``, state (, states)."""
-        check_input(inputs, self.config.input_size)
-        state = self.initial_state(inputs.shape[0], inputs) if state is None else state
-        outs, states = [], []
-        for t in range(inputs.shape[1]):
-            y, state = self.step(inputs[:, t], state)
-            outs.append(y)
-            if trace:
-                states.append(state)
-        logits = torch.stack(outs, dim=1)
-        return (logits, state, states) if trace else (logits, state)
+    def weightings(self, states: list[DNCState]) -> dict[str, Tensor]:
+        """The write weighting and read head 0 of sequence 0 over time, each ``(N, T)``."""
+        return {
+            "write weighting": torch.stack([s.access.write_weights[0] for s in states], 1),
+            "read weighting (head 0)": torch.stack([s.access.read_weights[0, 0] for s in states], 1),
+        }

@@ -21,9 +21,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from qimia.memory.addressing import ntm_address
-from qimia.memory.controllers import ControllerState, make_controller
+from qimia.addressing import ntm_address
+from qimia.memory.controllers import ControllerState, check_sizes, make_controller
 from qimia.memory.heads import NTMHeadParams, read_memory, write_memory
+from qimia.memory.recurrent import RecurrentMemory
+from qimia.memory.registry import register_memory_model
 
 
 @dataclass
@@ -41,6 +43,13 @@ class NTMConfig:
     shift_range: int = 1  # K: shifts in [-K, K]
     controller_clip: float = 20.0
     memory_init: float = 1e-6
+
+    def __post_init__(self) -> None:
+        check_sizes(self, "input_size", "output_size", "controller_size", "memory_slots", "word_size", "read_heads",
+                    "write_heads", "shift_range")
+        if 2 * self.shift_range + 1 > self.memory_slots:
+            raise ValueError(f"NTM: shifts of up to {self.shift_range} rows need memory_slots >= "
+                             f"{2 * self.shift_range + 1}, got {self.memory_slots}.")
 
 
 class NTMState(NamedTuple):
@@ -61,14 +70,13 @@ class NTMState(NamedTuple):
     reads: Tensor
 
 
-class NTM(nn.Module):
+@register_memory_model("ntm", NTMConfig)
+class NTM(RecurrentMemory):
     """Neural Turing Machine with a feed-forward or LSTM controller and several heads."""
 
     def __init__(self, config: NTMConfig):
         super().__init__()
         c = self.config = config
-        if c.read_heads < 1 or c.write_heads < 1:
-            raise ValueError("an NTM needs at least one read head and one write head")
         self.controller = make_controller(
             c.controller, c.input_size + c.read_heads * c.word_size, c.controller_size, c.controller_clip
         )
@@ -103,30 +111,9 @@ class NTM(nn.Module):
         y = self.output(torch.cat([h, reads.reshape(batch, -1)], dim=-1))
         return y, NTMState(ctrl, memory, read_w, write_w, reads)
 
-    def forward(self, inputs: Tensor, state: NTMState | None = None, trace: bool = False):
-        """Run over a sequence.
-
-        Args:
-            inputs: ``(B, T, input_size)``.
-            state: optional initial state.
-            trace: also return the list of states (for weighting plots).
-
-        Returns:
-            logits ``(B, T, output_size)`` and the final state (plus the list of states if ``trace``).
-        """
-        check_input(inputs, self.config.input_size)
-        state = self.initial_state(inputs.shape[0], inputs) if state is None else state
-        outs, states = [], []
-        for t in range(inputs.shape[1]):
-            y, state = self.step(inputs[:, t], state)
-            outs.append(y)
-            if trace:
-                states.append(state)
-        logits = torch.stack(outs, dim=1)  # (B, T, O)
-        return (logits, state, states) if trace else (logits, state)
-
-
-def check_input(inputs: Tensor, input_size: int) -> None:
-    """Raise a clear error unless ``inputs`` is ``(B, T, input_size)``."""
-    if inputs.dim() != 3 or inputs.shape[-1] != input_size:
-        raise ValueError(f"expected inputs of shape (B, T, {input_size}), got {tuple(inputs.shape)}")
+    def weightings(self, states: list[NTMState]) -> dict[str, Tensor]:
+        """Write head 0 and read head 0 of sequence 0 over time, each ``(N, T)``."""
+        return {
+            "write weighting": torch.stack([s.write_weights[0, 0] for s in states], 1),
+            "read weighting (head 0)": torch.stack([s.read_weights[0, 0] for s in states], 1),
+        }

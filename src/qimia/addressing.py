@@ -1,21 +1,25 @@
-"""Memory addressing of the Neural Turing Machine (Graves et al., 2014, sec. 3.3).
+"""Content and location addressing: the attention primitives shared by :mod:`qimia.memory` (NTM,
+DNC) and :mod:`qimia.attention` (content attention over a memory). Depends on torch only.
 
-A weighting ``w`` is a distribution over the ``N`` rows of a memory ``M`` of shape
-``(B, N, W)``. Every function here works on weightings of shape ``(..., N)`` so the same
-code serves one head ``(B, N)`` or several ``(B, H, N)``.
+A weighting ``w`` is a distribution over the ``N`` rows of a memory ``M`` of shape ``(B, N, W)``.
+Every function here works on weightings of shape ``(..., N)``, so the same code serves one head
+``(B, N)`` or several ``(B, H, N)``.
 
-The NTM addressing pipeline, for each head at time ``t``::
+The NTM addressing pipeline (Graves, Wayne & Danihelka, 2014, sec. 3.3), for each head at time ``t``::
 
     w_c = softmax(beta * S(k, M))                         # content addressing, eq. (5)
     w_g = g * w_c + (1 - g) * w_{t-1}                     # interpolation, eq. (7)
     w~[i] = sum_j w_g[(i - (j - K)) mod N] * s[j]        # circular shift, eq. (8)
     w[i] = w~[i]^gamma / sum_j w~[j]^gamma                # sharpening, eq. (9)
 
-Shift-index convention (tested in ``tests/memory/test_addressing.py``): a shift kernel
-``s`` has ``2K + 1`` entries and entry ``j`` is the probability of moving the focus by
-``j - K`` rows. So with ``K = 1``: ``s = [1, 0, 0]`` moves weight from row ``i`` to row
-``i - 1`` (backwards), ``[0, 1, 0]`` keeps it, and ``[0, 0, 1]`` moves it to ``i + 1``
-(forwards), wrapping around the ends of the memory.
+Shift-index convention (tested in ``tests/memory/test_addressing.py``): a shift kernel ``s`` has
+``2K + 1`` entries and entry ``j`` is the probability of moving the focus by ``j - K`` rows. So
+with ``K = 1``: ``s = [1, 0, 0]`` moves weight from row ``i`` to row ``i - 1`` (backwards),
+``[0, 1, 0]`` keeps it, and ``[0, 0, 1]`` moves it to ``i + 1`` (forwards), wrapping around the
+ends of the memory.
+
+An infinite key strength ``beta`` or sharpening exponent ``gamma`` is the limit of the softmax:
+all weight on the best rows (split evenly between ties), never NaN.
 """
 
 from __future__ import annotations
@@ -39,12 +43,32 @@ def cosine_similarity(keys: Tensor, memory: Tensor) -> Tensor:
         memory: ``(B, N, W)``.
 
     Returns:
-        ``(B, H, N)`` similarities in ``[-1, 1]``; finite (and with finite gradients)
-        on zero keys or zero memory thanks to :func:`safe_norm`.
+        ``(B, H, N)`` similarities in ``[-1, 1]``; finite (and with finite gradients) on zero
+        keys or zero memory thanks to :func:`safe_norm`.
     """
     dots = keys @ memory.transpose(1, 2)  # (B, H, N)
     norms = safe_norm(keys).unsqueeze(-1) * safe_norm(memory).unsqueeze(-2)  # (B, H, 1) * (B, 1, N)
     return dots / norms
+
+
+def tempered_softmax(scores: Tensor, scale: Tensor) -> Tensor:
+    """``softmax(scale * scores)`` over the last dim, with ``scale = +inf`` as its limit.
+
+    Args:
+        scores: ``(..., N)``.
+        scale: ``(...)`` non-negative; ``+inf`` gives all weight to the maximal scores (ties
+            share it equally), exactly the limit ``scale -> inf``.
+
+    Returns:
+        ``(..., N)`` weightings summing to 1; finite gradients for finite ``scale`` (no
+        gradient flows to an infinite one). Checks nothing on the device (no host sync per step).
+    """
+    hard = scale.isinf()  # (...)
+    finite = torch.where(hard, torch.zeros_like(scale), scale)  # keeps inf out of the soft branch's graph
+    soft = torch.softmax(finite.unsqueeze(-1) * scores, dim=-1)
+    hard = hard.unsqueeze(-1)  # (..., 1)
+    top = (scores == scores.amax(dim=-1, keepdim=True)).to(scores.dtype)
+    return torch.where(hard, top / top.sum(-1, keepdim=True), soft)
 
 
 def content_weighting(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor:
@@ -53,13 +77,12 @@ def content_weighting(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor
     Args:
         memory: ``(B, N, W)``.
         keys: ``(B, H, W)`` lookup keys ``k``.
-        strengths: ``(B, H)`` key strengths ``beta >= 0``.
+        strengths: ``(B, H)`` key strengths ``beta >= 0`` (``+inf``: the best-matching rows).
 
     Returns:
         ``(B, H, N)`` weightings, each summing to 1 over ``N``.
     """
-    scores = strengths.unsqueeze(-1) * cosine_similarity(keys, memory)  # (B, H, N)
-    return torch.softmax(scores, dim=-1)
+    return tempered_softmax(cosine_similarity(keys, memory), strengths)
 
 
 def interpolate(content: Tensor, previous: Tensor, gate: Tensor) -> Tensor:
@@ -77,8 +100,8 @@ def interpolate(content: Tensor, previous: Tensor, gate: Tensor) -> Tensor:
 def circular_shift(weights: Tensor, kernel: Tensor) -> Tensor:
     """Circular convolution with a shift kernel, NTM eq. (8).
 
-    ``out[i] = sum_j weights[(i - (j - K)) mod N] * kernel[j]``: kernel entry ``j`` moves
-    weight by ``j - K`` rows (see the module docstring for the convention).
+    ``out[i] = sum_j weights[(i - (j - K)) mod N] * kernel[j]``: kernel entry ``j`` moves weight
+    by ``j - K`` rows (see the module docstring for the convention).
 
     Args:
         weights: ``(..., N)``.
@@ -103,14 +126,14 @@ def circular_shift(weights: Tensor, kernel: Tensor) -> Tensor:
 def sharpen(weights: Tensor, gamma: Tensor, eps: float = EPS) -> Tensor:
     """Sharpening, NTM eq. (9): ``w[i] = w~[i]^gamma / sum_j w~[j]^gamma``.
 
-    Computed as ``softmax(gamma * log(w~ + eps))``, which is the same distribution but
-    has finite gradients w.r.t. ``gamma`` where ``w~[i] = 0``.
+    Computed as ``softmax(gamma * log(w~ + eps))``, which is the same distribution but has finite
+    gradients w.r.t. ``gamma`` where ``w~[i] = 0``.
 
     Args:
         weights: ``(..., N)`` shifted weighting ``w~``.
-        gamma: ``(...)`` sharpening exponent ``gamma >= 1``.
+        gamma: ``(...)`` sharpening exponent ``gamma >= 1`` (``+inf``: the largest entries).
     """
-    return torch.softmax(gamma.unsqueeze(-1) * torch.log(weights + eps), dim=-1)
+    return tempered_softmax(torch.log(weights + eps), gamma)
 
 
 def ntm_address(

@@ -1,0 +1,78 @@
+"""Figures of a ``qimia memory`` run: the learning curve and the read/write weightings over time.
+
+:func:`pyplot` is this package's one matplotlib preamble (the non-interactive Agg backend).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from qimia.data.algorithmic import AlgorithmicTask
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curve(curve: list[dict[str, float]], train: list[dict[str, float]], title: str, path: Path) -> None:
+    """Bits and wrong bits per sequence against training sequences (log y): the evaluation at the
+    training lengths (``curve``: ``sequences``, ``bits``, ``wrong_bits``) and the training loss
+    (``train``: ``sequences``, ``bits``)."""
+    if not curve:
+        return
+    plt = pyplot()
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    for i, key in enumerate(("bits", "wrong_bits")):
+        floor = 1e-4 if key == "bits" else 1e-3  # log axis: show exact zeros at the floor
+        if key in (train[0] if train else {}):
+            ax[i].plot([p["sequences"] for p in train], [max(p[key], floor) for p in train], alpha=0.5,
+                       label="train (logged steps)")
+        ax[i].plot([p["sequences"] for p in curve], [max(p[key], floor) for p in curve],
+                   label="eval (fresh sequences, every training length)")
+        ax[i].set(yscale="log", xlabel="training sequences")
+        ax[i].ticklabel_format(axis="x", style="sci", scilimits=(3, 3))
+    ax[0].set_ylabel("cross-entropy (bits / sequence)")
+    ax[1].set_ylabel("wrong bits / sequence")
+    ax[1].axhline(0.1, ls="--", c="gray")
+    ax[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def plot_weightings(model: nn.Module, task: AlgorithmicTask, length: int, path: Path) -> bool:
+    """Inputs, outputs and the model's weightings over time on one sequence of ``length`` (as in
+    the NTM paper, fig. 6). Returns ``False`` (and draws nothing) for a model without memory."""
+    device = next(model.parameters()).device
+    batch = task.sample(1, length, torch.Generator().manual_seed(123))
+    was_training = model.training
+    model.eval()
+    logits, _, states = model(batch.inputs.to(device), trace=True)
+    model.train(was_training)
+    panels = {"inputs": batch.inputs[0].T, "outputs": torch.sigmoid(logits[0].float()).T,
+              **model.weightings(states)}
+    if len(panels) == 2:
+        return False
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
+    for ax, (title, image) in zip(axes.flat, panels.items()):
+        ax.imshow(image.cpu().numpy(), aspect="auto", cmap="gray_r", interpolation="nearest")
+        ax.set_title(title)
+    for ax in axes[1]:
+        ax.set(xlabel="time", ylabel="memory row")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True

@@ -1,0 +1,154 @@
+"""``qimia memory``: Hydra semantics, training runs of every model / task / experiment, resume and
+the checkpoint round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from qimia.app import compose, group_options
+from qimia.cli import main
+from qimia.data.algorithmic import EvaluationBatches
+from qimia.memory.experiment import load_run
+from qimia.training.engine import optimizer_factory
+from qimia.training.sequence import sequence_metrics
+
+FAST = ["threads=1", "logger=[csv]", "plots=false", "trainer.enable_progress_bar=false", "trainer.max_steps=2",
+        "data.batch_size=2", "data.batches_per_epoch=1", "data.eval_batch=2"]
+TINY_MODEL = {
+    "ntm": ["model.controller_size=8", "model.memory_slots=6", "model.word_size=4"],
+    "dnc": ["model.controller_size=8", "model.memory_slots=6", "model.word_size=4", "model.read_heads=1"],
+    "lstm": ["model.hidden_size=8"],
+}
+TINY_TASK = {  # short training lengths for each task
+    "copy": ["task.max_len=3"],
+    "repeat_copy": ["task.max_len=2", "task.max_repeats=2"],
+    "associative_recall": ["task.max_len=3", "task.item_len=2"],
+    "priority_sort": ["task.min_len=4", "task.max_len=4", "task.n_out=3"],
+    "ngrams": ["task.order=3", "task.min_len=6", "task.max_len=6"],
+}
+
+
+def tiny(model: str = "ntm", task: str = "copy", *extra: str) -> list[str]:
+    return [f"model={model}", f"task={task}", *FAST, *TINY_MODEL[model], *TINY_TASK[task], *extra]
+
+
+def run(tmp_path: Path, *overrides: str) -> dict:
+    assert main(["memory", *overrides, f"hydra.run.dir={tmp_path}"]) == 0
+    return json.loads((tmp_path / "results.json").read_text())
+
+
+def test_good_run_writes_results_checkpoint_logs_and_figures(tmp_path, capsys):
+    results = run(tmp_path, *tiny("ntm", "copy", "plots=true", "logger=[csv,tensorboard]", "data.eval_lengths=[5]",
+                                  "trainer.max_steps=4", "data.batches_per_epoch=2"))
+    assert "[memory] ntm on copy" in capsys.readouterr().out
+    for name in ("config.yaml", "checkpoints/last.ckpt", "csv/metrics.csv", "curve.png", "weightings.png",
+                 "weightings_len5.png"):
+        assert (tmp_path / name).is_file(), name
+    assert any((tmp_path / "tensorboard").iterdir())
+    assert (results["steps"], results["sequences"], results["task"], results["model"]) == (4, 8, "copy", "ntm")
+    assert [p["step"] for p in results["curve"]] == [2, 4]
+    test = results["test"]
+    # chance level is 8 wrong bits of 16 per vector: an untrained model is near it, never outside [0, all]
+    assert 0 <= test["wrong_bits"] <= 8 * 3 and test["bits"] > 0
+    assert 0 <= test["len5"]["wrong_bits"] <= 8 * 5 and test["len5"]["bits"] > test["bits"]
+    assert results["parameters"] > 0 and results["optimal_bits"] is None
+
+
+def test_lstm_has_no_weighting_figure_and_ngrams_report_the_bayes_optimum(tmp_path):
+    results = run(tmp_path, *tiny("lstm", "ngrams", "plots=true"))
+    assert (tmp_path / "curve.png").is_file() and not (tmp_path / "weightings.png").exists()
+    assert 0 < results["optimal_bits"] < 6  # below one bit per scored step
+
+
+@pytest.mark.parametrize("model,task", [("ntm", "copy"), ("dnc", "associative_recall"), ("lstm", "repeat_copy"),
+                                        ("ntm", "priority_sort"), ("dnc", "ngrams"), ("dnc", "repeat_copy")])
+def test_every_model_and_task_trains_one_batch(tmp_path, model, task):
+    results = run(tmp_path, *tiny(model, task, "trainer.max_steps=1"))
+    assert results["steps"] == 1 and torch.isfinite(torch.tensor(results["test"]["bits"]))
+
+
+@pytest.mark.parametrize("experiment", group_options("experiment", "memory"))
+def test_every_experiment_config_trains_one_batch(tmp_path, experiment):
+    results = run(tmp_path, *tiny("ntm", "copy", f"experiment={experiment}", "trainer.max_steps=1",
+                                  "data.batch_size=1"))
+    assert results["steps"] == 1
+
+
+def test_the_ntm_paper_recipe_is_expressible():
+    overrides = ["optimizer=rmsprop", "optimizer.lr=1e-4", "optimizer.momentum=0.9", "optimizer.alpha=0.95",
+                 "data.batch_size=1", "trainer.gradient_clip_val=10", "trainer.gradient_clip_algorithm=value"]
+    for cfg in (compose("memory/train", overrides), compose("memory/train", ["experiment=ntm_paper"])):
+        optimizer = optimizer_factory(cfg)(params=[torch.nn.Parameter(torch.zeros(1))])
+        assert isinstance(optimizer, torch.optim.RMSprop)
+        assert {k: optimizer.defaults[k] for k in ("lr", "momentum", "alpha")} == {"lr": 1e-4, "momentum": 0.9,
+                                                                                   "alpha": 0.95}
+        assert (cfg.data.batch_size, cfg.trainer.gradient_clip_val, cfg.trainer.gradient_clip_algorithm) == (1, 10,
+                                                                                                             "value")
+
+
+def test_typo_names_the_nearest_key(capsys):
+    assert main(["memory", "model.memory_slot=4"]) == 2
+    assert "did you mean model.memory_slots" in capsys.readouterr().err
+
+
+def test_wrong_type_names_the_key(capsys):
+    assert main(["memory", "data.batch_size=abc"]) == 2
+    err = capsys.readouterr().err
+    assert "data.batch_size='abc'" in err and "expected int" in err
+
+
+def test_bad_values_are_clear_errors(tmp_path, capsys):
+    assert main(["memory", *tiny(), "task.min_len=5", "task.max_len=3", f"hydra.run.dir={tmp_path}"]) == 2
+    assert "min_len <= max_len" in capsys.readouterr().err
+    assert main(["memory", *tiny(), "model.memory_slots=0", f"hydra.run.dir={tmp_path}"]) == 2
+    assert "memory_slots must be >= 1" in capsys.readouterr().err
+    assert main(["memory", "model=gpt"]) == 2
+    err = capsys.readouterr().err
+    assert "Could not find 'model/gpt'" in err and "dnc\n\tlstm\n\tntm" in err
+
+
+def test_cfg_job_prints_the_config_and_runs_nothing(tmp_path, capsys):
+    assert main(["memory", "--cfg", "job", "model=dnc", "task=repeat_copy", f"hydra.run.dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "name: dnc" in out and "name: repeat_copy" in out and "max_steps: 2000" in out
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_two_seed_sweep_writes_two_run_folders(tmp_path):
+    assert main(["memory", "-m", "seed=0,1", *tiny(), f"hydra.sweep.dir={tmp_path}"]) == 0
+    first, second = (json.loads((tmp_path / job / "results.json").read_text()) for job in ("0", "1"))
+    assert first["test"]["bits"] != second["test"]["bits"]  # another seed, another model and data stream
+
+
+def test_resume_from_the_lightning_checkpoint_continues_exactly(tmp_path):
+    full = run(tmp_path / "full", *tiny("ntm", "copy", "trainer.max_steps=4"))
+    run(tmp_path / "part", *tiny("ntm", "copy", "trainer.max_steps=2"))
+    resumed = run(tmp_path / "part", *tiny("ntm", "copy", "trainer.max_steps=4", "ckpt_path=last"))
+    assert resumed["steps"] == 4
+    assert resumed["test"]["bits"] == pytest.approx(full["test"]["bits"], rel=1e-6)
+
+
+def test_checkpoint_round_trip_rebuilds_the_trained_model(tmp_path):
+    results = run(tmp_path, *tiny("dnc", "copy", "data.eval_lengths=[5]"))
+    model, task = load_run(tmp_path)
+    assert model.config.read_heads == 1 and task.max_len == 3
+    test = EvaluationBatches(task, [*task.lengths, 5], batch_size=2, seed=0, stream="test")
+    with torch.no_grad():
+        bits = [sequence_metrics(model(b.inputs)[0], b.targets, b.mask).bits_per_sequence.item() for b in test]
+    assert sum(bits[:-1]) / len(bits[:-1]) == pytest.approx(results["test"]["bits"], rel=1e-5)
+    assert bits[-1] == pytest.approx(results["test"]["len5"]["bits"], rel=1e-5)
+    with pytest.raises(FileNotFoundError, match="pass the folder of a qimia memory run"):
+        load_run(tmp_path / "nothing")
+
+
+def test_ntm_learns_short_copy(tmp_path):
+    results = run(tmp_path, "model=ntm", "task=copy", *FAST, "model.controller_size=32", "model.memory_slots=8",
+                  "model.word_size=6", "task.max_len=2", "trainer.max_steps=300", "data.batch_size=16",
+                  "data.batches_per_epoch=150", "data.eval_batch=16", "optimizer.lr=3e-3")
+    # chance: 8 bits per output vector, half of them wrong; lengths 1-2 -> 6 wrong bits per sequence
+    assert results["test"]["wrong_bits"] < 3.0
+    assert results["test"]["bits"] < 0.6 * 12.0
