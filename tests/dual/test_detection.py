@@ -31,7 +31,7 @@ class FunctionalReuse(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.fc = nn.Linear(40, 40)          # 1600 weights: more than the 512 slot-probe coordinates
+        self.fc = nn.Linear(40, 40)          # 1600 weights: more than the 256 slot-probe coordinates
         self.head = nn.Linear(40, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -107,7 +107,7 @@ class DualRecorder:
         state_objects: extra objects with ``state_dict``/``load_state_dict`` saved for resume
             (e.g. ``{"scheduler": sched}``).
         check_gradients: verify on every step that the recorded slots reproduce autograd's whole
-            gradient ``sum_i e_i x_i^T`` (one matmul per layer; a 512-coordinate probe of it runs on
+            gradient ``sum_i e_i x_i^T`` (one matmul per layer; a 256-coordinate probe of it runs on
             every step regardless).
         exact_check_steps: the first steps that get that whole-gradient check (default 4: catches a
             weight also used outside its module from the start).
