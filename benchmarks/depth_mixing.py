@@ -1,18 +1,23 @@
 """Step time and activation memory of every depth mixer against the residual stack.
 
 All mixers wrap the *same* transformer blocks (``qimia.layers.TransformerBlock``); for each
-depth they are timed round-robin in one process (forward + backward, median over repeats), so
-the ratios to ``residual`` are measured side by side. Activation memory is what autograd saves
-for backward (distinct storages, exact on any device); on CUDA the peak allocated memory of a
-step is reported too.
+depth they are stepped round-robin in one process (forward + backward), and every round times
+each mixer's step twice over: process CPU time and wall time. Each round gives one ratio to
+``residual`` per mixer; the tables report the median and interquartile range (IQR) of these
+per-round ratios, so a loaded machine widens the IQR instead of biasing one mixer. The machine's
+load (``os.getloadavg``) before and after is part of the output. Activation memory is what
+autograd saves for backward (distinct storages, exact on any device); on CUDA the peak allocated
+memory of a step is reported too.
 
-    python benchmarks/depth_mixing.py                      # CPU: d=128, T=128, B=4
-    python benchmarks/depth_mixing.py --device cuda        # GPU: d=512, T=1024, B=8, bf16
+    python benchmarks/depth_mixing.py --threads 1 --depths 24        # CPU: d=128, T=128, B=4
+    python benchmarks/depth_mixing.py --device cuda                  # GPU: d=512, T=1024, B=8, bf16
 
-``qimia-layer`` pools keys over the whole sequence (one read per sample, the fused SDPA path);
-``qimia-layer-causal`` pools with a running mean, as a causal LM must, which makes its reads
-per position like ``qimia-component``. Timing does not depend on what the blocks compute, so
-both are measured on the same causal blocks.
+``qimia-layer`` pools keys over the whole sequence (one read per sample); ``qimia-layer-causal``
+pools with a running mean, as a causal LM must, which makes its reads per position like
+``qimia-component``. Timing does not depend on what the blocks compute, so both are measured on
+the same causal blocks. The ``*-autograd`` variants are the same networks on the previous depth
+memory (``memory="autograd"``: autograd differentiates the reads, SDPA layer-wise reads), so one
+run gives the before/after table.
 
 Writes ``benchmarks/results/depth_mixing_<device>[_<tag>].json`` and ``.md``.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -33,17 +39,25 @@ from qimia.layers import MIXERS, TransformerBlock, TransformerBlockConfig, make_
 from qimia.params import count_parameters
 
 RESULTS = Path(__file__).parent / "results"
-GOALS = {  # at depth 24, relative to residual
-    "qimia-layer": {"time": 1.10, "memory": 1.15},
-    "qimia-component": {"time": 1.35},
+GOALS = {  # median CPU-time ratio to residual at depth 24, one thread (issue 11)
+    128: {"qimia-layer": 1.05, "qimia-layer-causal": 1.10, "qimia-component": 1.15},
+    512: {"qimia-layer": 1.03, "qimia-component": 1.08},
 }
+MEMORY_GOALS = {128: {"qimia-component": 1.10}}  # saved activations / residual
+LAYER = {"granularity": "layer", "heads": 4}
+CAUSAL = {"granularity": "layer", "causal": True, "heads": 4}
+COMPONENT = {"granularity": "component", "heads": 4}
 VARIANTS = {
     "residual": ("residual", {}),
-    "qimia-layer": ("qimia", {"granularity": "layer", "heads": 4}),
-    "qimia-layer-causal": ("qimia", {"granularity": "layer", "causal": True, "heads": 4}),
-    "qimia-component": ("qimia", {"granularity": "component", "heads": 4}),
+    "qimia-layer": ("qimia", LAYER),
+    "qimia-layer-causal": ("qimia", CAUSAL),
+    "qimia-component": ("qimia", COMPONENT),
     "attnres": ("attnres", {}),
     "dwa": ("dwa", {}),
+    "qimia-layer-autograd": ("qimia", LAYER | {"memory": "autograd"}),
+    "qimia-layer-causal-autograd": ("qimia", CAUSAL | {"memory": "autograd"}),
+    "qimia-component-autograd": ("qimia", COMPONENT | {"memory": "autograd"}),
+    "attnres-autograd": ("attnres", {"memory": "autograd"}),
 }
 assert {mixer for mixer, _ in VARIANTS.values()} == set(MIXERS)
 
@@ -53,6 +67,14 @@ def build(variant: str, depth: int, config: TransformerBlockConfig, device: torc
     torch.manual_seed(0)
     blocks = [TransformerBlock(config) for _ in range(depth)]
     return make_depth_mixer(mixer, blocks, config.dim, **kwargs).to(device)
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """(first quartile, median, third quartile)."""
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
 
 
 def saved_bytes(net: torch.nn.Module, x: torch.Tensor, autocast) -> int:
@@ -89,22 +111,25 @@ def measure(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
 
     config = TransformerBlockConfig(dim=args.dim, heads=args.heads, causal=True)
+    load_before = os.getloadavg()
     rows = []
     for depth in args.depths:
-        nets = {name: build(name, depth, config, device) for name in VARIANTS}
+        nets = {name: build(name, depth, config, device) for name in args.variants}
         x = torch.randn(args.batch, args.seq, args.dim, device=device, requires_grad=True)
-        times: dict[str, list[float]] = {name: [] for name in nets}
-        for name, net in nets.items():  # warm-up
+        cpu: dict[str, list[float]] = {name: [] for name in nets}
+        wall: dict[str, list[float]] = {name: [] for name in nets}
+        for net in nets.values():  # warm-up
             for _ in range(args.warmup):
                 step(net, x, autocast)
         sync()
         for _ in range(args.repeats):  # round-robin: every mixer sees the same machine state
             for name, net in nets.items():
                 sync()
-                start = time.perf_counter()
+                start_cpu, start_wall = time.process_time(), time.perf_counter()
                 step(net, x, autocast)
                 sync()
-                times[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
+                wall[name].append(time.perf_counter() - start_wall)
         for name, net in nets.items():
             peak = None
             if cuda:
@@ -113,21 +138,25 @@ def measure(args: argparse.Namespace) -> dict:
                 step(net, x, autocast)
                 sync()
                 peak = torch.cuda.max_memory_allocated()
-            rows.append(
-                {
-                    "depth": depth,
-                    "variant": name,
-                    "params": count_parameters(net),
-                    "step_s": statistics.median(times[name]),
-                    "saved_bytes": saved_bytes(net, x, autocast),
-                    "peak_bytes": peak,
-                }
-            )
-        print(f"depth {depth}: " + ", ".join(f"{r['variant']} {r['step_s'] * 1e3:.1f} ms" for r in rows[-len(nets):]))
-    base = {(r["depth"]): r for r in rows if r["variant"] == "residual"}
+            row = {
+                "depth": depth,
+                "variant": name,
+                "params": count_parameters(net),
+                "cpu_ms": 1e3 * statistics.median(cpu[name]),
+                "wall_ms": 1e3 * statistics.median(wall[name]),
+                "saved_bytes": saved_bytes(net, x, autocast),
+                "peak_bytes": peak,
+            }
+            for clock, times in (("cpu", cpu), ("wall", wall)):
+                ratios = [t / r for t, r in zip(times[name], times["residual"])]  # one per round
+                q1, median, q3 = quartiles(ratios)
+                row[f"{clock}_ratio"], row[f"{clock}_ratio_iqr"] = median, [q1, q3]
+            rows.append(row)
+        print(f"depth {depth}: " + ", ".join(f"{r['variant']} {r['cpu_ratio']:.3f}x" for r in rows[-len(nets):]))
+    base = {r["depth"]: r for r in rows if r["variant"] == "residual"}
     for r in rows:
         ref = base[r["depth"]]
-        r["time_ratio"] = r["step_s"] / ref["step_s"]
+        r["time_ratio"], r["time_ratio_iqr"] = r["cpu_ratio"], r["cpu_ratio_iqr"]
         r["memory_ratio"] = r["saved_bytes"] / ref["saved_bytes"]
         r["peak_ratio"] = r["peak_bytes"] / ref["peak_bytes"] if r["peak_bytes"] else None
     return {
@@ -141,34 +170,55 @@ def measure(args: argparse.Namespace) -> dict:
             "batch": args.batch,
             "bf16": args.bf16,
             "repeats": args.repeats,
+            "load_before": load_before,
+            "load_after": os.getloadavg(),
+            "cpu_count": os.cpu_count(),
         },
-        "goals_at_depth_24": GOALS,
+        "time_ratio": "median over rounds of (process CPU time / residual's in the same round)",
+        "goals_at_depth_24": {"time": GOALS.get(args.dim, {}), "memory": MEMORY_GOALS.get(args.dim, {})},
         "rows": rows,
     }
 
 
 def markdown(result: dict) -> str:
     s = result["setup"]
+    peak = any(r["peak_ratio"] for r in result["rows"])
+    load = lambda avg: "/".join(f"{v:.1f}" for v in avg)  # noqa: E731
     lines = [
         f"Depth mixers vs residual, same `TransformerBlock`s (d={s['dim']}, heads={s['heads']}, "
         f"T={s['seq']}, B={s['batch']}, {'bf16 autocast' if s['bf16'] else 'fp32'}; {s['device']}, "
-        f"{s['threads']} threads, torch {s['torch']}, median of {s['repeats']} round-robin steps).",
+        f"{s['threads']} threads, torch {s['torch']}; {s['repeats']} round-robin rounds; load average "
+        f"(1/5/15 min) {load(s['load_before'])} before, {load(s['load_after'])} after, on {s['cpu_count']} CPUs).",
+        "Ratios are the median [interquartile range] over rounds of the step time / residual's step time in the "
+        "same round.",
         "",
-        "| depth | variant | params | fwd+bwd ms | time / residual | saved MiB | memory / residual |"
-        + (" peak / residual |" if any(r["peak_ratio"] for r in result["rows"]) else ""),
-        "|---:|---|---:|---:|---:|---:|---:|" + ("---:|" if any(r["peak_ratio"] for r in result["rows"]) else ""),
+        "| depth | variant | params | CPU ms | CPU time / residual | wall ms | wall time / residual "
+        "| saved MiB | memory / residual |" + (" peak / residual |" if peak else ""),
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if peak else ""),
     ]
     for r in result["rows"]:
+        (c1, c3), (w1, w3) = r["cpu_ratio_iqr"], r["wall_ratio_iqr"]
         line = (
-            f"| {r['depth']} | {r['variant']} | {r['params']:,} | {r['step_s'] * 1e3:.1f} | {r['time_ratio']:.2f}x "
+            f"| {r['depth']} | {r['variant']} | {r['params']:,} | {r['cpu_ms']:.1f} | {r['cpu_ratio']:.3f}x "
+            f"[{c1:.3f}, {c3:.3f}] | {r['wall_ms']:.1f} | {r['wall_ratio']:.3f}x [{w1:.3f}, {w3:.3f}] "
             f"| {r['saved_bytes'] / 2**20:.1f} | {r['memory_ratio']:.2f}x |"
         )
-        if r["peak_ratio"]:
-            line += f" {r['peak_ratio']:.2f}x |"
+        if peak:
+            line += f" {r['peak_ratio']:.2f}x |" if r["peak_ratio"] else " |"
         lines.append(line)
-    lines += ["", "Goals at depth 24: " + "; ".join(
-        f"{v} time <= {g['time']}x" + (f", memory <= {g['memory']}x" if "memory" in g else "") for v, g in GOALS.items()
-    ) + "."]
+    goals = result["goals_at_depth_24"]
+    checks = []
+    at24 = {r["variant"]: r for r in result["rows"] if r["depth"] == 24}
+    for variant, goal in goals["time"].items():
+        if variant in at24:
+            got = at24[variant]["time_ratio"]
+            checks.append(f"{variant} CPU time {got:.3f}x (goal <= {goal}x: {'met' if got <= goal else 'missed'})")
+    for variant, goal in goals["memory"].items():
+        if variant in at24:
+            got = at24[variant]["memory_ratio"]
+            checks.append(f"{variant} memory {got:.2f}x (goal <= {goal}x: {'met' if got <= goal else 'missed'})")
+    if checks:
+        lines += ["", "Goals at depth 24: " + "; ".join(checks) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -182,10 +232,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int)
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=11, help="round-robin rounds")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--tag", default="", help="suffix of the result files, e.g. d512")
     args = parser.parse_args()
+    if "residual" not in args.variants:
+        args.variants.insert(0, "residual")
     if args.threads:
         torch.set_num_threads(args.threads)
     gpu = args.device.startswith("cuda")

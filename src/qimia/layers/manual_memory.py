@@ -71,6 +71,7 @@ class ManualMemory(ABC):
         self.written = 0
         self.grads: Tensor | None = None  # dV, allocated by the first read of a backward pass
         self.logit_grads: Tensor | None = None  # dL (rows, *G)
+        self.projection_grads: Tensor | None = None  # dM (n, D, R, H) of the folded writes
         self._last_reader: int | None = None
 
     # ------------------------------------------------------------------ indexing
@@ -94,14 +95,24 @@ class ManualMemory(ABC):
         return self.to_standard(self.weights(reader)).movedim(0, -1)
 
     # ------------------------------------------------------------------ autograd entry points
-    def write(self, value: Tensor, source: Tensor | None, folded: bool) -> None:
-        """Append ``value`` (native layout) with its logits.
+    def write(self, value: Tensor, logits: Tensor | None) -> None:
+        """Append ``value`` (native layout) with its logits ``(R_i, *G)`` against its readers
+        (``None`` when no reader sees the slot)."""
+        self.order = _Write.apply(self, self.order, value, logits, None)
 
-        ``source`` is either the slot's logits ``(R_i, *G)`` against its readers, or, when ``folded``,
-        the folded key projection ``M = W^T Q / sqrt(d_k)`` ``(D, R_i * H)`` the subclass turns into
-        logits from the value itself (no key is materialised). ``None`` when no reader sees the slot.
+    def write_folded(self, value: Tensor, projections: Tensor, index: int) -> None:
+        """Append ``value`` with logits from the value itself, ``z M`` (no key is materialised).
+
+        ``projections`` ``(n, D, R, H)`` holds the folded key projections ``M = W^T Q / sqrt(d_k)``
+        of a network's ``n`` slots against all ``R`` readers, computed in one batched product;
+        ``index`` picks this slot's. Their gradient is accumulated here and handed to autograd once,
+        by the backward of the write with ``index == 0``, which runs after all the others.
         """
-        self.order = _Write.apply(self, self.order, value, source, folded)
+        self.order = _Write.apply(self, self.order, value, projections, index)
+
+    def _projection(self, projections: Tensor, index: int, slot: int) -> Tensor:
+        """This slot's readers' columns of its folded projection: ``(D, R_i * H)`` (a view)."""
+        return projections[index, :, self.first_reader(slot) :].flatten(1)
 
     def read(self, reader: int) -> Tensor:
         """Mix reader ``r``'s ``c_r`` slots: native tensor of the value's shape."""
@@ -113,6 +124,7 @@ class ManualMemory(ABC):
         if self.grads is None or self._last_reader is None or reader >= self._last_reader:
             self.grads = self._allocate_grads()
             self.logit_grads = torch.zeros_like(self.logits)
+            self.projection_grads = None
         self._last_reader = reader
 
     # ------------------------------------------------------------------ layout-specific
@@ -160,39 +172,50 @@ class ManualMemory(ABC):
 
 
 class _Write(torch.autograd.Function):
-    """Copy a value and its logits into the memory; backward returns the slot's gradients."""
+    """Copy a value and its logits into the memory; backward returns the slot's gradients.
+
+    ``source`` is the slot's logits ``(R_i, *G)`` (``index`` is ``None``) or all folded projections
+    ``(n, D, R, H)`` with this slot's ``index`` (see :meth:`ManualMemory.write_folded`).
+    """
 
     @staticmethod
-    def forward(ctx, memory: ManualMemory, order: Tensor, value: Tensor, source: Tensor | None, folded: bool):  # type: ignore[override]
+    def forward(ctx, memory: ManualMemory, order: Tensor, value: Tensor, source: Tensor | None, index: int | None):  # type: ignore[override]
         slot = memory.written
         memory._store(slot, value)
         if source is not None:
-            logits = memory.project(slot, source) if folded else source  # (R_i, *G)
-            memory._logits_raw.index_copy_(0, memory.rows(slot), logits.float())
+            logits = source if index is None else memory.project(slot, memory._projection(source, index, slot))
+            memory._logits_raw.index_copy_(0, memory.rows(slot), logits.float())  # (R_i, *G)
         memory.written += 1
-        ctx.memory, ctx.slot, ctx.folded, ctx.value_dtype = memory, slot, folded, value.dtype
+        ctx.memory, ctx.slot, ctx.index, ctx.value_dtype = memory, slot, index, value.dtype
         ctx.has_source = source is not None
-        if folded:
+        if index is not None:
             ctx.save_for_backward(source)
         return torch.empty(0, device=value.device)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, _order_grad: Tensor):  # type: ignore[override]
-        memory, slot = ctx.memory, ctx.slot
+        memory, slot, index = ctx.memory, ctx.slot, ctx.index
         need_value, need_source = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
         if memory.grads is None:  # no read was part of the loss
             memory.begin_backward(len(memory.counts) - 1)
         value_grad = source_grad = None
-        if ctx.has_source and (need_source or (need_value and ctx.folded)):
+        if ctx.has_source and (need_source or (need_value and index is not None)):
             logit_grads = memory.logit_grads.index_select(0, memory.rows(slot))  # (R_i, *G)
-            if ctx.folded:
-                (projection,) = ctx.saved_tensors
-                feature_grad, source_grad = memory.project_backward(slot, projection, logit_grads)
+            if index is None:
+                source_grad = logit_grads
+            else:
+                (projections,) = ctx.saved_tensors
+                projection = memory._projection(projections, index, slot)
+                feature_grad, projection_grad = memory.project_backward(slot, projection, logit_grads)
                 if need_value:
                     memory.add_feature_grad(slot, feature_grad)
-            else:
-                source_grad = logit_grads
+                if need_source:
+                    if memory.projection_grads is None:
+                        memory.projection_grads = torch.zeros_like(projections)
+                    memory._projection(memory.projection_grads, index, slot).copy_(projection_grad)
+                    if index == 0:  # the last folded write to run: hand over every slot's gradient
+                        source_grad, memory.projection_grads = memory.projection_grads, None
         if need_value:
             value_grad = memory.slot_grad(slot).to(ctx.value_dtype)
         return None, torch.empty(0, device=_order_grad.device), value_grad, source_grad, None

@@ -2,8 +2,8 @@
 
 ``SampleSlots`` (layer-wise): one weight per sample and head. Values live in attention layout
 ``(B*H, S, F)`` with ``F = prod(P) * D_h``, so a read is one batched matrix product,
-``out = w^T V[:, :c]`` ``(B*H, 1, F)``, and its backward two more: ``dV[:, :c] += w g`` (in place) and
-``a = V[:, :c] g``.
+``out = w^T V[:, :c]`` ``(B*H, 1, F)``, and its backward an in-place multiply-add
+``dV[:, :c] += w g`` and one more product, ``a = V[:, :c] g``.
 
 ``PositionSlots`` (component-wise, and causal layer-wise): one weight per position and head. Values
 stay slot-major in their native layout with the feature axis split into heads, ``(S, *split)``; a read
@@ -92,7 +92,7 @@ class SampleSlots(ManualMemory):
     def mix_backward(self, weights: Tensor, grad: Tensor, count: int) -> Tensor:
         g = self.layout.to_layer(grad).reshape(self.batch * self.heads, 1, -1)  # (B*H, 1, F)
         w = weights.flatten(1).t().unsqueeze(2)  # (B*H, c, 1)
-        self.grads[:, :count].baddbmm_(w, g.float())
+        self.grads[:, :count].addcmul_(w, g)
         agreement = torch.bmm(self.values[:, :count], g.transpose(1, 2).to(self.values.dtype))  # (B*H, c, 1)
         return agreement.squeeze(-1).t().float().view_as(weights)
 

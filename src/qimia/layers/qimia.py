@@ -190,17 +190,19 @@ class QIMIA(nn.Module):
         queries = self.queries[first:].to(key.dtype)  # (R_i, H, d_k)
         return torch.einsum("...hk,rhk->r...h", key, queries).float() * self.scale
 
-    def _projection(self, slot: int, first: int) -> Tensor:
-        """The key projection with the queries of readers ``first ..`` folded in (exact without
-        ``key_norm``): ``M = W^T Q / sqrt(d_k)`` ``(D, R_i * H)``, so that ``logits = z M``."""
-        queries = self.queries[first:] * self.scale  # (R_i, H, d_k)
+    def _projections(self) -> Tensor:
+        """Every slot's key projection with the queries folded in (exact without ``key_norm``):
+        ``M_i = W_i^T Q / sqrt(d_k)`` ``(S, D, R, H)``, so that slot ``i``'s logits are ``z_i M_i``."""
+        queries = self.queries * self.scale  # (R, H, d_k)
+        num_slots = self.depth + 1
         if self.key_projections is None:  # keys are the value's own head features: W = I
-            weight = torch.eye(self.dim, device=queries.device, dtype=queries.dtype)
+            weight = torch.eye(self.dim, device=queries.device, dtype=queries.dtype).expand(num_slots, -1, -1)
         else:
-            weight = self.key_projections[slot].weight  # (H * d_k, D)
-        weight = weight.view(self.heads, self.key_dim, self.dim).transpose(1, 2)  # (H, D, d_k)
-        folded = torch.bmm(weight, queries.permute(1, 2, 0))  # (H, D, R_i)
-        return folded.permute(1, 2, 0).reshape(self.dim, -1)  # (D, R_i * H)
+            weight = torch.stack([projection.weight for projection in self.key_projections])  # (S, H * d_k, D)
+        weight = weight.reshape(num_slots, self.heads, self.key_dim, self.dim).permute(1, 0, 3, 2)  # (H, S, D, d_k)
+        folded = weight.reshape(self.heads, num_slots * self.dim, self.key_dim) @ queries.permute(1, 2, 0)
+        folded = folded.view(self.heads, num_slots, self.dim, -1)  # (H, S, D, R)
+        return folded.permute(1, 2, 3, 0).contiguous()  # (S, D, R, H)
 
     # ------------------------------------------------------------------ forward
     def _check_external(self, external: DepthMemory, x: Tensor) -> DepthMemory:
@@ -280,12 +282,13 @@ class QIMIA(nn.Module):
                     "the base network needs the same heads, key_dim and granularity."
                 )
             if manual:
-                memory.write(value, memory.from_standard(self._key_logits(key, 0)), folded=False)
+                memory.write(value, memory.from_standard(self._key_logits(key, 0)))
             else:
                 memory.write(key, value)
 
         # Folded logits never materialise the keys; the output computes them on first access.
         folded = manual and self.key_norm is None
+        projections = self._projections() if folded else None
         keys: list[Tensor] = []
         values: list[Tensor] = []
 
@@ -296,14 +299,13 @@ class QIMIA(nn.Module):
                 key = self._key(value, slot)
                 memory.write(key, value)
                 keys.append(key)
-                return
-            first = memory.first_reader(memory.written)
-            if folded:
-                source = self._projection(slot, first) if first < len(counts) else None
+            elif memory.first_reader(memory.written) == len(counts):  # no reader sees this slot
+                memory.write(value, None)
+            elif folded:
+                memory.write_folded(value, projections, slot)
             else:
                 keys.append(self._key(value, slot))
-                source = memory.from_standard(self._key_logits(keys[-1], first)) if first < len(counts) else None
-            memory.write(value, source, folded)
+                memory.write(value, memory.from_standard(self._key_logits(keys[-1], memory.first_reader(memory.written))))
 
         write(x)
         for layer, block in enumerate(self.blocks):
