@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ from qimia.cli import main
 from qimia.data.image_tasks import load_task
 from qimia.data.mnist import load_mnist_pkl
 from qimia.data.text import CharTokenizer
-from qimia.dual.experiments.common import accuracy
+from qimia.dual.experiments.common import accuracy, check_budget, check_not_resumed
+from qimia.dual.experiments.mnist import run as mnist_run
+from qimia.dual.experiments.multitask import check_schedule
 from qimia.dual.reconstruct import reconstruct_layer
 from qimia.dual.store import DualStore
 from qimia.training.dual import load_net
@@ -106,12 +109,23 @@ def test_report_only_rewrites_the_report_from_results_json(one_batch, tmp_path, 
     assert "results.json does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("budget", [["trainer.max_steps=-5"], ["trainer.max_steps=0"],
-                                    ["trainer.max_steps=-1", "trainer.max_epochs=0"]])
-def test_a_budget_without_steps_is_refused(budget, tmp_path, capsys):
-    assert main(["dual", "mnist", "data.task=digits", *budget, *QUIET, f"hydra.run.dir={tmp_path}"]) == 2
+def test_a_budget_without_steps_fails_clearly_and_writes_no_report(tmp_path, capsys):
+    assert main(["dual", "mnist", "data.task=digits", "trainer.max_steps=-5", *QUIET, f"hydra.run.dir={tmp_path}"]) == 2
     assert "trains no step" in capsys.readouterr().err
     assert not (tmp_path / "report.md").exists()
+
+
+@pytest.mark.parametrize(("config", "overrides", "check", "message"), [
+    ("mnist", ["trainer.max_steps=0"], check_budget, "trains no step"),
+    ("lm", ["trainer.max_steps=-1", "trainer.max_epochs=0"], check_budget, "trains no step"),
+    ("multitask", ["trainer.max_epochs=3"], check_schedule, "set data.steps_per_task instead"),
+    ("continual", ["data.steps_per_task=0"], check_schedule, "data.steps_per_task=<N >= 1>"),
+    ("mnist", ["ckpt_path=last"], check_not_resumed, "cannot continue from a Lightning checkpoint"),
+    ("mnist", ["seeds=[]"], lambda cfg: mnist_run(cfg, Path(".")), "seeds=[] trains nothing"),
+])
+def test_budgets_and_resumes_without_a_recording_are_refused(config, overrides, check, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check(compose(f"dual/{config}", overrides))
 
 
 def test_an_epoch_without_steps_is_refused_after_fit(tmp_path, capsys):
@@ -122,19 +136,13 @@ def test_an_epoch_without_steps_is_refused_after_fit(tmp_path, capsys):
     assert not (tmp_path / "report.md").exists()
 
 
-@pytest.mark.parametrize(("command", "overrides", "message"), [
-    ("multitask", ["trainer.max_epochs=3"], "set data.steps_per_task instead"),
-    ("continual", ["data.steps_per_task=0"], "data.steps_per_task=<N >= 1>"),
-    ("mnist", ["ckpt_path=last"], "cannot continue from a Lightning checkpoint"),
-    ("mnist", ["optimizer=adamw"], "UnsupportedOptimizerError"),
-    ("mnist", ["trainer.gradient_clip_val=1", "+trainer.gradient_clip_algorithm=value"], "has no exact dual form"),
-    ("mnist", ["seeds=[]"], "seeds=[] trains nothing"),
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["optimizer=adamw"], "UnsupportedOptimizerError"),
+    (["trainer.gradient_clip_val=1", "+trainer.gradient_clip_algorithm=value"], "has no exact dual form"),
 ])
-def test_settings_without_a_dual_form_are_refused(command, overrides, message, tmp_path, capsys):
-    base = ["data.task=digits", "model.hidden=[4]", "data.batch_size=8"]
-    if command == "mnist":
-        base.append("trainer.max_steps=1")
-    assert main(["dual", command, *base, *overrides, *QUIET, f"hydra.run.dir={tmp_path}"]) == 2
+def test_optimizers_without_a_dual_form_are_refused(overrides, message, tmp_path, capsys):
+    base = ["data.task=digits", "model.hidden=[4]", "data.batch_size=8", "trainer.max_steps=1"]
+    assert main(["dual", "mnist", *base, *overrides, *QUIET, f"hydra.run.dir={tmp_path}"]) == 2
     assert message in capsys.readouterr().err
 
 
