@@ -12,7 +12,7 @@ from qimia.app import ConfigError, check_overrides, compose, config_dir, group_o
 from qimia.cli import COMMANDS, main
 
 TINY = ["tiny=true", "threads=1", "trainer.max_steps=2", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-        "loggers=[csv]", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+        "logger=csv", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
 
 
 def test_default_is_the_digits_comparison():

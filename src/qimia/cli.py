@@ -21,17 +21,21 @@ from typing import NamedTuple
 class Command(NamedTuple):
     """One sub-command: the primary config ``qimia/conf/<root>/<config>.yaml`` (as
     ``"<root>/<config>"``), the task function ``"module:function"`` that runs a composed config,
-    and a one-line help."""
+    a one-line help, and optionally a driver ``"module:function"`` called as
+    ``driver(name, config, task, argv)`` instead of one Hydra app (``qimia compare`` launches a
+    sweep of its task function, then reports)."""
 
     config: str
     task: str
     help: str
+    driver: str | None = None
 
 
 COMMANDS: dict[str, Command] = {
     "train": Command("models/train", "qimia.experiment.train:main", "train one model of the QIMIA families"),
-    "compare": Command("models/compare", "qimia.experiment.compare:main",
-                       "compare residual, QIMIA and baselines over seeds, parameter-matched"),
+    "compare": Command("models/compare", "qimia.experiment.compare:job",
+                       "compare residual, QIMIA and baselines over seeds, parameter-matched",
+                       driver="qimia.experiment.compare:drive"),
     "transfer": Command("models/transfer", "qimia.experiment.transfer:main",
                         "transfer heads over a frozen base network's memory (QIMIA head, controls)"),
     "summary": Command("models/summary", "qimia.models.summary:main", "parameter counts of the model families"),
@@ -87,9 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"qimia: unknown command {' '.join(args[:2])!r}; choose one of: {known}.\n\n{_usage()}", file=sys.stderr)
         return 2
     name, rest = found
-    from qimia.app import run_app
+    from qimia.app import load_function, run_app
 
     command = COMMANDS[name]
+    if command.driver is not None:
+        return int(load_function(command.driver)(name, command.config, command.task, rest))
     return run_app(name, command.config, command.task, rest)
 
 

@@ -23,3 +23,20 @@ def test_split_indices_partition_and_errors():
     assert sorted(torch.cat(parts).tolist()) == list(range(100))
     with pytest.raises(ValueError, match="fractions"):
         split_indices(10, (0.6, 0.5), split_seed=0)
+
+
+def test_distributed_evaluation_counts_every_sample_once():
+    from types import SimpleNamespace
+
+    from qimia.data import DigitsDataModule
+
+    dm = DigitsDataModule(batch_size=64)
+    dm.setup("fit")
+    n = len(dm.test_set)
+    seen = []
+    for rank in range(4):  # 4 processes: the test set does not split evenly
+        dm.trainer = SimpleNamespace(world_size=4, global_rank=rank)
+        seen += list(dm.test_dataloader().sampler)
+    assert n % 4 != 0 and sorted(seen) == list(range(n))  # no padding, no repeats
+    dm.trainer = None
+    assert dm.test_dataloader().sampler.__class__.__name__ == "SequentialSampler"

@@ -1,65 +1,122 @@
+"""``qimia compare`` as a sweep: reports, reuse, extension, launchers, concurrency, statistics."""
+
+from __future__ import annotations
+
 import csv
-import importlib
 import json
+import math
+import os
+import subprocess
+import sys
 
 import pytest
 
-from qimia.experiment.compare import StaleResultsError, compare
-from qimia.app import compose
+from qimia.cli import main
+from qimia.experiment import compare as compare_module
+from qimia.experiment.stats import paired_difference
 
-compare_module = importlib.import_module("qimia.experiment.compare")
-
-
-def _cfg(*extra):
-    return compose("models/compare", [
-        "tiny=true", "threads=1", "seeds=2", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-        "trainer.enable_progress_bar=false", "loggers=[]", "compare.attention_batch=8", *extra,
-    ])
+FAST = ["tiny=true", "threads=1", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "logger=[]",
+        "compare.attention_batch=8", "trainer.deterministic=true"]
 
 
-def test_compare_writes_tables_plots_and_resumes(tmp_path, monkeypatch, capsys):
-    summary = compare(_cfg(), tmp_path / "out")
-    out = tmp_path / "out"
-    for name in ("results.md", "results.csv", "runs.csv", "learning_curves.png", "depth_attention.png"):
+def _records(folder):
+    return {(r["arm"], r["seed"]): r for r in (json.loads(p.read_text()) for p in folder.glob("*/result.json"))}
+
+
+def test_compare_writes_tables_plots_and_reuses_runs(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", *FAST, "seeds=2", f"hydra.sweep.dir={out}"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("results.md", "results.csv", "runs.csv", "learning_curves.png", "learning_curves.pdf",
+                 "depth_attention.png", "depth_attention.pdf"):
         assert (out / name).stat().st_size > 0, name
-    assert [a.name for a in summary.arms] == ["residual", "qimia"]
+    assert printed.count(", done") == 4  # one closing progress line per (arm, seed)
+    records = _records(out)
+    assert set(records) == {(a, s) for a in ("residual", "qimia") for s in (0, 1)}
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["arm"] for r in rows] == ["residual", "qimia"] and all(r["seeds"] == "2" for r in rows)
-    runs = {(r["arm"], r["seed"]): r for r in csv.DictReader(open(out / "runs.csv"))}
-    acc = [float(runs[("qimia", s)]["test/acc"]) for s in ("0", "1")]
+    acc = [records[("qimia", s)]["test"]["test/acc"] for s in (0, 1)]
     assert float(rows[1]["mean"]) == pytest.approx(sum(acc) / 2, abs=1e-5)
-    qimia_run = json.loads((out / "runs" / "qimia_seed0.json").read_text())
-    residual_run = json.loads((out / "runs" / "residual_seed0.json").read_text())
-    assert residual_run["attention"] == {} and qimia_run["attention"]  # depth attention of QIMIA only
-    for matrix in qimia_run["attention"].values():  # rows are softmax weights over the visible slots
+    assert records[("residual", 0)]["attention"] == {} and records[("qimia", 0)]["attention"]
+    for matrix in records[("qimia", 0)]["attention"].values():  # rows are softmax weights over the slots
         assert all(abs(sum(row) - 1) < 1e-4 for row in matrix)
-    # parameter matched: the QIMIA arm's width was searched; both counts reported
-    assert abs(summary.arms[1].param_gap) <= 0.05 and "| qimia |" in capsys.readouterr().out
+    gap = abs(records[("qimia", 0)]["params"] - records[("residual", 0)]["params"]) / records[("residual", 0)]["params"]
+    assert gap <= 0.01  # parameter-matched within 1%, both counts reported
+    assert "paired" in (out / "results.md").read_text()
 
-    # a re-run skips every finished (arm, seed) run
     def no_training(*args, **kwargs):
         raise AssertionError("finished runs must not be re-trained")
 
-    monkeypatch.setattr(compare_module, "run_training", no_training)
-    again = compare(_cfg(), tmp_path / "out")
-    assert again.arms[1].metric_mean == summary.arms[1].metric_mean
-    partial = compare(_cfg("seeds=5", "compare.report_only=true"), tmp_path / "out")  # tabulate what exists
-    assert all(a.seeds == 2 for a in partial.arms)
-    # ... and refuses to mix in results of another config
-    with pytest.raises(StaleResultsError, match="different config"):
-        compare(_cfg("optimizer.lr=0.5"), tmp_path / "out")
+    monkeypatch.setattr("qimia.experiment.train.run_training", no_training)
+    assert main(["compare", *FAST, "seeds=2", f"hydra.sweep.dir={out}"]) == 0
+    assert "reused" in capsys.readouterr().out
+    # a different config in the same folder is refused, not mixed in
+    assert main(["compare", *FAST, "seeds=2", "optimizer.lr=0.5", f"hydra.sweep.dir={out}"]) != 0
+    assert "different config" in capsys.readouterr().err
 
 
-def test_variants_sweep_and_reference(tmp_path):
-    cfg = _cfg("seeds=1", "compare.variants={ref: {mixer: residual}, h2: {mixer: qimia, qimia_heads: 2}}",
-               "compare.reference=ref")
-    summary = compare(cfg, tmp_path / "out")
-    assert [a.name for a in summary.arms] == ["ref", "h2"] and summary.reference == "ref"
-    assert summary.arms[1].knob_value % 2 == 0  # heads split the width
+def test_seeds_extend_a_comparison(tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", *FAST, "seeds=[3]", f"hydra.sweep.dir={out}"]) == 0
+    assert set(_records(out)) == {("residual", 3), ("qimia", 3)}
+    assert main(["compare", *FAST, "seeds=[4]", f"hydra.sweep.dir={out}"]) == 0
+    assert {s for _, s in _records(out)} == {3, 4}
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert all(r["seeds"] == "2" for r in rows)
 
 
-def test_bad_arms(tmp_path):
-    with pytest.raises(ValueError, match="unknown mixers"):
-        compare(_cfg("compare.mixers=[residual,resnet]"), tmp_path / "out")
-    with pytest.raises(ValueError, match="not an arm"):
-        compare(_cfg("compare.reference=dwa"), tmp_path / "out")
+def test_launchers_give_identical_metrics(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    common = [*FAST, "seeds=2", "compare.mixers=[residual,qimia]"]
+    assert main(["compare", *common, f"hydra.sweep.dir={tmp_path / 'inline'}"]) == 0
+    assert main(["compare", *common, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                 f"hydra.sweep.dir={tmp_path / 'joblib'}"]) == 0
+    inline, parallel = _records(tmp_path / "inline"), _records(tmp_path / "joblib")
+    assert set(inline) == set(parallel) and len(inline) == 4
+    for key in inline:
+        assert inline[key]["test"] == parallel[key]["test"], key
+
+
+def test_concurrent_compares_do_each_run_once(tmp_path):
+    out = tmp_path / "cmp"
+    command = [sys.executable, "-m", "qimia", "compare", *FAST, "seeds=2", f"hydra.sweep.dir={out}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
+    finished = "".join(o for o, _ in outputs).count(", done")
+    assert finished == 4  # 2 arms x 2 seeds, each trained by exactly one of the two processes
+    assert len(_records(out)) == 4 and (out / "results.md").is_file()
+
+
+def test_distributed_runs_inside_a_comparison_are_refused(capsys):
+    assert main(["compare", *FAST, "trainer.devices=2"]) == 2
+    assert "one job per run" in capsys.readouterr().err
+
+
+def test_bad_arms(capsys):
+    assert main(["compare", *FAST, "compare.mixers=[residual,resnet]"]) == 2
+    assert "unknown mixers" in capsys.readouterr().err
+    assert main(["compare", *FAST, "compare.reference=dwa"]) == 2
+    assert "not an arm" in capsys.readouterr().err
+
+
+def test_paired_interval_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    arm = {0: 0.91, 1: 0.95, 2: 0.93, 3: 0.97, 4: 0.90}
+    ref = {0: 0.90, 1: 0.92, 2: 0.94, 3: 0.93, 4: 0.88, 5: 0.5}  # seed 5 unpaired: left out
+    paired = paired_difference(arm, ref, mode="max")
+    seeds = sorted(arm)
+    test = stats.ttest_rel([arm[s] for s in seeds], [ref[s] for s in seeds])
+    interval = test.confidence_interval(0.95)
+    assert paired.n == 5 and paired.wins == 4
+    assert paired.mean == pytest.approx(sum(arm[s] - ref[s] for s in seeds) / 5)
+    assert (paired.low, paired.high) == pytest.approx((interval.low, interval.high))
+    one = paired_difference({0: 1.0}, {0: 0.5}, mode="min")
+    assert one.n == 1 and math.isnan(one.low) and one.wins == 0 and not one.excludes_zero
+
+
+def test_seed_list():
+    assert compare_module.seed_list(3) == [0, 1, 2] and compare_module.seed_list([3, 4]) == [3, 4]
+    with pytest.raises(ValueError, match="seeds"):
+        compare_module.seed_list(0)

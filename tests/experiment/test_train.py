@@ -1,3 +1,5 @@
+import csv
+
 import lightning as L
 import pytest
 import torch
@@ -53,7 +55,7 @@ def test_outputs_logs_and_config(tmp_path):
 
 def test_bf16_mixed_switch(tmp_path):
     result = run_training(compose_config([*FAST, "trainer.fast_dev_run=true", "trainer.precision=bf16-mixed",
-                                          "loggers=[]"]), tmp_path)
+                                          "logger=[]"]), tmp_path)
     assert result.test["test/loss"] > 0
 
 
@@ -73,14 +75,14 @@ def test_compile_switch_wraps_the_network():
 def test_scheduler_options(tmp_path, scheduler):
     keep: dict = {}
     run_training(compose_config([*FAST, f"scheduler={scheduler}", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-                                 "loggers=[]", "test=false"]), tmp_path, keep=keep)
+                                 "logger=[]", "test=false"]), tmp_path, keep=keep)
     configs = keep["trainer"].lr_scheduler_configs
     assert (len(configs) == 0) == (scheduler == "none")
 
 
 def test_a_trained_network_is_rebuilt_from_its_run_folder(tmp_path):
     keep: dict = {}
-    run_training(compose_config([*FAST, "trainer.max_epochs=1", "trainer.limit_train_batches=3", "loggers=[]"]),
+    run_training(compose_config([*FAST, "trainer.max_epochs=1", "trainer.limit_train_batches=3", "logger=[]"]),
                  tmp_path, keep=keep)
     images = next(iter(keep["datamodule"].test_dataloader()))[0]
     trained = keep["net"].eval()
@@ -93,3 +95,39 @@ def test_a_trained_network_is_rebuilt_from_its_run_folder(tmp_path):
 def test_rebuilding_needs_a_finished_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="net.yaml"):
         load_run(tmp_path)
+
+
+class Counter(L.Callback):
+    """A user callback, given on the command line as ``+trainer.callbacks=[{_target_: ...}]``."""
+
+    calls = 0
+
+    def on_train_batch_end(self, *args) -> None:
+        Counter.calls += 1
+
+
+def test_user_callbacks_from_the_config_are_called(tmp_path):
+    Counter.calls = 0
+    cfg = compose_config([*FAST, "trainer.max_steps=3", "trainer.max_epochs=1", "logger=[]", "test=false",
+                          f"+trainer.callbacks=[{{_target_: {__name__}.Counter}}]"])
+    run_training(cfg, tmp_path)
+    assert Counter.calls == 3
+
+
+def test_a_resumed_run_keeps_its_csv_history(tmp_path):
+    common = [*FAST, "trainer.max_epochs=3", "data.batch_size=128", "logger=csv", "trainer.log_every_n_steps=1"]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_training(compose_config(common), tmp_path, callbacks=[Crash(at_step=13)])
+    run_training(compose_config([*common, "ckpt_path=last"]), tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
+    epochs = sorted({int(r["epoch"]) for r in rows if r.get("train/loss_epoch")})
+    assert epochs == [0, 1, 2]  # the epoch before the crash is still there
+    steps = [int(r["step"]) for r in rows if r.get("train/loss_step")]
+    assert len(steps) == len(set(steps)) == 27  # every step once: the rows logged after the checkpoint are not doubled
+
+
+def test_hyperparameters_reach_the_loggers(tmp_path):
+    run_training(compose_config([*FAST, "trainer.max_steps=1", "trainer.max_epochs=1", "logger=tensorboard",
+                                 "test=false"]), tmp_path)
+    hparams = (tmp_path / "tensorboard" / "hparams.yaml").read_text()
+    assert "optimizer" in hparams and "lr: 0.002" in hparams

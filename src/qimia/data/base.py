@@ -74,10 +74,24 @@ class SplitDataModule(L.LightningDataModule):
         """Kwargs of the LightningModule that come from the data (classification: ``num_classes``)."""
         return {k: v for k, v in self.net_kwargs.items() if k == "num_classes"}
 
+    def _eval_sampler(self, dataset: Dataset) -> Sampler[int] | None:
+        """Under several processes, each evaluates its own shard and no sample twice.
+
+        (Lightning's ``DistributedSampler`` pads the last batch with repeated samples so every
+        rank gets as many; the synced metrics would then count those samples twice.)
+        """
+        from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        return UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                            shuffle=False)
+
     def _loader(self, dataset: Dataset | None, *, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not been called.")
-        sampler = EpochSeededSampler(dataset, self.seed) if train else None  # type: ignore[arg-type]
+        sampler = EpochSeededSampler(dataset, self.seed) if train else self._eval_sampler(dataset)  # type: ignore[arg-type]
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

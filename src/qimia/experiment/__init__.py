@@ -1,7 +1,7 @@
-"""The experiment pipeline: Hydra configs -> Lightning runs (``qimia train``) and multi-seed,
-parameter-matched comparisons of depth mixers (``qimia compare``)."""
+"""The experiment pipeline: Hydra configs -> Lightning runs (``qimia train``), multi-seed,
+parameter-matched comparisons of depth mixers as sweeps (``qimia compare``), and their reports."""
 
-from qimia.experiment.compare import compare
-from qimia.experiment.train import RunResult, run_training
+from qimia.experiment.compare import run_arm
+from qimia.experiment.train import RunResult, load_run, run_training
 
-__all__ = ["RunResult", "compare", "run_training"]
+__all__ = ["RunResult", "load_run", "run_arm", "run_training"]

@@ -2,8 +2,8 @@
 
 An *arm* is a name plus model kwargs that differ from the experiment's model config: by default
 one arm per depth mixer (``compare.mixers``), or explicit ``compare.variants`` (a QIMIA heads
-sweep, layer vs component, ...). Every arm but the reference has its width knob searched with
-:func:`qimia.params.match_parameters` so its parameter count matches the reference's.
+sweep, layer vs component, ...). Every arm has its width knob searched with :func:`qimia.params.match_parameters` so that all
+parameter counts agree within 1% (:func:`match_arms`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class Arm:
         params: parameter count after matching.
         knob, knob_value: the width knob and its (matched) value.
         target: the reference's parameter count.
+        within_tolerance: whether ``params`` is within the matching tolerance of ``target``.
     """
 
     name: str
@@ -34,6 +35,7 @@ class Arm:
     knob: str = ""
     knob_value: int = 0
     target: int = 0
+    within_tolerance: bool = True
 
     @property
     def relative_gap(self) -> float:
@@ -68,41 +70,102 @@ def reference_arm(cfg: DictConfig, arms: list[Arm]) -> Arm:
     raise ValueError(f"compare.reference={name!r} is not an arm; arms: {[a.name for a in arms]}.")
 
 
-def match_arms(model_name: str, base_kwargs: dict[str, Any], arms: list[Arm], reference: Arm, *, match: bool) -> None:
+TOLERANCE = 0.01  # parameter counts within +-1% of the reference count
+REFERENCE_STEPS = 4  # how many width multiples the reference may move either way to get there
+
+
+def match_arms(
+    model_name: str, base_kwargs: dict[str, Any], arms: list[Arm], reference: Arm, *, match: bool,
+    tolerance: float = TOLERANCE,
+) -> None:
     """Fill each arm's ``params`` (and, if ``match``, its width knob) in place.
 
-    The reference keeps its configured width; every other arm's knob is searched over
-    ``[value / 2, 2 value]`` in steps of the model's ``width_multiple``.
+    Two-sided matching: every other arm's knob is bisected (:func:`qimia.params.match_parameters`,
+    over ``[value / 2, 2 value]`` in steps of the model's ``width_multiple``) to the reference's
+    count; when a coarse width multiple keeps some arm outside ``tolerance``, the reference's own
+    width moves too, up to ``REFERENCE_STEPS`` multiples either way, nearest first, and the first
+    reference width at which every arm is within ``tolerance`` is kept (or, if none is, the one
+    with the smallest worst gap). An arm still outside ``tolerance`` then has the model's
+    continuous ``fine_knob`` (if it declares one, e.g. ``mlp_ratio``) bisected as well;
+    :attr:`Arm.within_tolerance` says whether the arm got there.
     """
     from qimia.models import create_model, model_defaults
 
-    def build(overrides: dict[str, Any]):
-        return create_model(model_name, **{**base_kwargs, **overrides})
+    def build(arm: Arm, overrides: dict[str, Any]):
+        try:
+            return create_model(model_name, **{**base_kwargs, **arm.overrides, **overrides})
+        except (ValueError, TypeError) as err:
+            raise ValueError(
+                f"parameter matching built {model_name} arm {arm.name!r} with {overrides} and it failed: {err}. "
+                "Set compare.match_params=false or change the arm."
+            ) from err
 
-    probe = build(reference.overrides)
+    probe = build(reference, {})
     knob = probe.width_knob
-    target = count_parameters(probe)
+    configured = {a.name: int({**base_kwargs, **a.overrides}.get(knob, model_defaults(model_name).get(knob))) for a in arms}
+    multiple = {a.name: int(getattr(build(a, {}), "width_multiple", 1)) for a in arms}
+    if not match:
+        target = count_parameters(probe)
+        for arm in arms:
+            arm.params, arm.knob, arm.knob_value, arm.target = count_parameters(build(arm, {})), knob, configured[arm.name], target
+            arm.within_tolerance = abs(arm.relative_gap) <= tolerance
+        return
+
+    def matched_at(ref_value: int) -> dict[str, tuple[int, int]]:
+        """``{arm: (knob value, params)}`` with the reference at ``ref_value``."""
+        target = count_parameters(build(reference, {knob: ref_value}))
+        out = {reference.name: (ref_value, target)}
+        for arm in arms:
+            if arm is reference:
+                continue
+            m, unit = multiple[arm.name], max(1, configured[arm.name] // multiple[arm.name])
+            result = match_parameters(lambda units, arm=arm, m=m: build(arm, {knob: units * m}), target,
+                                      low=max(1, unit // 2), high=2 * unit, knob=knob)
+            out[arm.name] = (result.value * m, result.params)
+        return out
+
+    def worst_gap(plan: dict[str, tuple[int, int]]) -> float:
+        target = plan[reference.name][1]
+        return max(abs(params - target) / target for _, params in plan.values())
+
+    step, base = multiple[reference.name], configured[reference.name]
+    candidates = [base + k * step for k in sorted(range(-REFERENCE_STEPS, REFERENCE_STEPS + 1), key=abs) if base + k * step > 0]
+    best = None
+    for value in candidates:
+        plan = matched_at(value)
+        if best is None or worst_gap(plan) < worst_gap(best):
+            best = plan
+        if worst_gap(plan) <= tolerance:
+            best = plan
+            break
+    assert best is not None
+    target = best[reference.name][1]
+    fine = getattr(probe, "fine_knob", None)
     for arm in arms:
-        kwargs = {**base_kwargs, **arm.overrides}
-        value = kwargs.get(knob, model_defaults(model_name).get(knob))
-        model = build(arm.overrides)
-        multiple = int(getattr(model, "width_multiple", 1))
-        if match and arm is not reference:
-            unit = max(1, value // multiple)
-
-            def build_units(units: int, arm: Arm = arm, multiple: int = multiple):
-                try:
-                    return build({**arm.overrides, knob: units * multiple})
-                except (ValueError, TypeError) as err:
-                    raise ValueError(
-                        f"parameter matching built {model_name} arm {arm.name!r} with {knob}={units * multiple} "
-                        f"and it failed: {err}. Set compare.match_params=false or change the arm."
-                    ) from err
-
-            result = match_parameters(build_units, target, low=max(1, unit // 2), high=2 * unit, knob=knob)
-            value = result.value * multiple
+        value, params = best[arm.name]
+        if value != configured[arm.name]:
             arm.overrides = {**arm.overrides, knob: value}
-            arm.params = result.params
+        if fine is not None and abs(params - target) > tolerance * target:
+            arm.overrides, params = _match_fine(lambda o, arm=arm: build(arm, o), arm.overrides, fine, target,
+                                                {**model_defaults(model_name), **base_kwargs})
+        arm.params, arm.knob, arm.knob_value, arm.target = params, knob, value, target
+        arm.within_tolerance = abs(arm.relative_gap) <= tolerance
+
+
+def _match_fine(build: Any, overrides: dict[str, Any], fine: str, target: int, defaults: dict[str, Any],
+                iterations: int = 40) -> tuple[dict[str, Any], int]:
+    """Bisect a model's continuous ``fine_knob`` (e.g. ``mlp_ratio``: hidden units in steps of one)
+    over ``[value / 2, 2 value]`` to the count nearest ``target``; returns the overrides and count."""
+    start = float(overrides.get(fine, defaults.get(fine)))
+    lo, hi = start / 2, start * 2
+    best = (overrides, count_parameters(build({})))
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        params = count_parameters(build({fine: mid}))
+        if abs(params - target) < abs(best[1] - target):
+            best = ({**overrides, fine: mid}, params)
+        if params < target:
+            lo = mid
         else:
-            arm.params = count_parameters(model)
-        arm.knob, arm.knob_value, arm.target = knob, int(value), target
+            hi = mid
+    return best

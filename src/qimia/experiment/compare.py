@@ -1,18 +1,33 @@
-"""``qimia compare``: the same family with different depth mixers (or QIMIA variants), identical
-data, optimizer and budget, several seeds; a results table, learning curves and depth-attention
-heatmaps.
+"""``qimia compare``: a comparison is a Hydra sweep over arms x seeds (x any sweep of yours).
 
-Every (arm, seed) run is stored as ``<out_dir>/runs/<arm>_seed<k>.json`` together with a
-fingerprint of its config, so an interrupted comparison re-run with the same command skips
-finished runs; results made with another config are never silently mixed in or overwritten.
-Seeds are the outer loop, so the arms of one seed run back to back (fair throughput ratios on a
-shared machine, and a usable partial table if stopped early).
+    qimia compare experiment=text_lm seeds=5                      # in this process, one run after another
+    qimia compare experiment=text_lm seeds=5 hydra/launcher=joblib    # parallel local processes
+    qimia compare experiment=text_lm seeds=[5,6]                  # add two seeds to the same comparison
+    qimia compare experiment=text_lm optimizer.lr=1e-3,3e-3      # x a learning-rate sweep
+    qimia compare ... hydra/launcher=submitit_slurm hydra.launcher.partition=gpu   # a SLURM job per run
+
+The arms are ``compare.mixers`` (one per depth mixer) or ``compare.variants``; every arm is built
+from the same family, data, optimizer and budget and parameter-matched to ``compare.reference``
+(:mod:`qimia.experiment.arms`). :func:`drive` expands the command into one job per
+(arm, seed, sweep point), with overrides ``compare.arm=<arm> seed=<k>``, and hands them to the
+chosen Hydra launcher; each job (:func:`run_arm`) trains in its own folder of the comparison
+(``outputs/compare/<name>/<arm>[,key=value...]_seed<k>/``) and writes one ``result.json``
+atomically. A finished run is reused (its config fingerprint must match, else the error says what
+to do), an interrupted one resumes from its ``last.ckpt``, and a run that another process is
+training (a live lock, :mod:`qimia.experiment.locks`) is left to it, so concurrent comparisons on
+one folder never duplicate or corrupt a run. When the jobs are done, the report of every run in
+the folder is written (:mod:`qimia.experiment.report`, the same as ``qimia report dir=...``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import logging
+import time
+from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +35,47 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from qimia.experiment.arms import Arm, arms_from_config, match_arms, reference_arm
-from qimia.experiment.build import build_datamodule, model_kwargs
-from qimia.experiment.report import Summary, summarize, write_report
-from qimia.experiment.train import run_training
+from qimia.experiment.locks import RunLock, lock_owner
+
+RESULT_FILE = "result.json"
+WAIT_SECONDS = 5.0  # poll interval while another process finishes a run of this comparison
 
 
 class StaleResultsError(ValueError):
-    """``compare.out_dir`` holds results of a different config."""
+    """A run folder of the comparison holds results of a different config."""
+
+
+def seed_list(seeds: Any) -> list[int]:
+    """``seeds=5`` -> ``[0, 1, 2, 3, 4]``; ``seeds=[3, 4]`` -> ``[3, 4]``."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds must be >= 1 (a count) or a list of seeds, got {seeds}.")
+        return list(range(seeds))
+    values = list(seeds)
+    if not values or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in values):
+        raise ValueError(f"seeds must be a count or a non-empty list of seeds >= 0, got {values}.")
+    return values
 
 
 def run_fingerprint(cfg: DictConfig, arm: Arm, seed: int) -> str:
-    """Hash of everything that determines one run's result."""
+    """Hash of everything that determines one run's result (not where or how it is launched)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
-    for key in ("compare", "seeds", "seed", "command", "name"):
+    for key in ("compare", "seeds", "seed", "command", "name", "logger", "threads"):
         resolved.pop(key, None)
     resolved["trainer"].pop("enable_progress_bar", None)
     payload = json.dumps({"cfg": resolved, "arm": arm.overrides, "seed": seed}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def code_hash() -> str:
+    """Hash of the installed qimia sources: which code a stored run was made with."""
+    import qimia
+
+    digest = hashlib.sha256()
+    for source in sorted(Path(qimia.__file__).parent.rglob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _attention(net: torch.nn.Module, datamodule: Any, batch: int) -> dict[str, list[list[float]]]:
@@ -52,119 +90,222 @@ def _attention(net: torch.nn.Module, datamodule: Any, batch: int) -> dict[str, l
     return {name: m.tolist() for name, m in maps.items()}
 
 
-def code_hash() -> str:
-    """Hash of the installed qimia sources: which code a stored run was made with."""
-    import qimia
-
-    digest = hashlib.sha256()
-    for source in sorted(Path(qimia.__file__).parent.rglob("*.py")):
-        digest.update(source.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _finished_run(path: Path, fingerprint: str, *, strict: bool) -> dict[str, Any] | None:
-    """The stored record of a finished run, ``None`` if there is none (or, unless ``strict``,
-    one made with another config)."""
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    if record.get("fingerprint") == fingerprint:
-        return record
-    if not strict:
-        return None
-    raise StaleResultsError(
-        f"{path} was made with a different config (fingerprint {record.get('fingerprint')} != {fingerprint}). "
-        f"Use another compare.out_dir=..., or delete {path.parent} to redo the runs."
-    )
-
-
 def _write_json(path: Path, record: dict[str, Any]) -> None:
-    """Write atomically: a run killed while writing leaves no half-written record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
+    """Write atomically: a reader never sees half a file."""
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(path)
 
 
-def compare(cfg: DictConfig, out_dir: str | Path, *, command: str | None = None) -> Summary | None:
-    """Run (or resume) the comparison of ``cfg`` in ``out_dir`` and write its report there;
-    returns the summary (``None`` on the non-zero ranks of a distributed run).
+# --------------------------------------------------------------------------------------------
+# the arms of a config (computed by the driver for the plan, and by every job for its own arm)
 
-    Args:
-        out_dir: the comparison's folder: ``runs/<arm>_seed<k>.json`` (the finished runs),
-            ``<arm>/seed<k>/`` (their logs and checkpoints) and the report.
-        command: the command line to quote in ``results.md`` (default: the experiment's ``command``).
-    """
-    if cfg.seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
-    out_dir = Path(out_dir)
-    runs_dir = out_dir / "runs"
+
+@lru_cache(maxsize=8)
+def _planned_arms(cfg_json: str) -> tuple[list[Arm], Arm]:
+    from qimia.experiment.build import build_datamodule, model_kwargs
+
+    cfg = OmegaConf.create(json.loads(cfg_json))
     arms = arms_from_config(cfg)
     reference = reference_arm(cfg, arms)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    base = model_kwargs(cfg, datamodule)
-    match_arms(cfg.model.name, base, arms, reference, match=bool(cfg.compare.match_params))
-    for arm in arms:
-        print(
-            f"[compare] arm {arm.name!r}: {arm.knob}={arm.knob_value}, {arm.params:,} parameters "
-            f"({100 * arm.relative_gap:+.2f}% vs {reference.name!r})"
+    match_arms(cfg.model.name, model_kwargs(cfg, datamodule), arms, reference, match=bool(cfg.compare.match_params))
+    return arms, reference
+
+
+def plan_arms(cfg: DictConfig) -> tuple[list[Arm], Arm]:
+    """The parameter-matched arms of ``cfg`` and its reference (cached per config in a process)."""
+    relevant = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(relevant, dict)
+    for key in ("seeds", "logger", "threads", "command"):
+        relevant.pop(key, None)
+    relevant["seed"] = 0  # the model's size does not depend on the seed
+    relevant["compare"] = {**relevant["compare"], "arm": None}
+    return _planned_arms(json.dumps(relevant, sort_keys=True, default=str))
+
+
+def _refuse_distributed(cfg: DictConfig) -> None:
+    devices, strategy = cfg.trainer.get("devices", 1), str(cfg.trainer.get("strategy", "auto"))
+    if "ddp" in strategy or (isinstance(devices, int) and devices > 1) or cfg.trainer.get("num_nodes", 1) > 1:
+        raise ValueError(
+            f"qimia compare runs each (arm, seed) on one device (got trainer.devices={devices}, "
+            f"trainer.strategy={strategy}). Spread a comparison over devices with a launcher, one job per run "
+            "(hydra/launcher=joblib, submitit_local or submitit_slurm); train one model on several devices with "
+            "qimia train trainer=ddp."
         )
 
-    records: list[dict[str, Any]] = []
-    rank_zero = True  # under DDP every rank runs this loop; only rank 0 records and reports
-    for seed in range(cfg.seeds):
-        for arm in arms:
-            run_cfg = cfg.copy()
-            run_cfg.seed = seed
-            path, fingerprint = runs_dir / f"{arm.name}_seed{seed}.json", run_fingerprint(run_cfg, arm, seed)
-            record = _finished_run(path, fingerprint, strict=not cfg.compare.report_only)
-            if record is not None:
-                print(f"[compare] {arm.name} seed {seed}: done before ({path}), skipped")
-                if record.get("code") != code_hash():
-                    print(
-                        f"[compare] warning: {path.name} was made with other qimia code "
-                        f"({record.get('code')} != {code_hash()}); delete it to redo the run with this code."
-                    )
-                records.append(record)
-                continue
-            if cfg.compare.report_only:
-                continue
-            print(f"[compare] {arm.name} seed {seed} ({seed + 1}/{cfg.seeds})")
-            keep: dict[str, Any] = {}
-            result = run_training(
-                run_cfg, out_dir / arm.name / f"seed{seed}",
-                net_overrides=arm.overrides, keep=keep,
-            )
-            rank_zero = keep["trainer"].is_global_zero
-            if rank_zero:
-                record = {
-                    "arm": arm.name, "seed": seed, "fingerprint": fingerprint, "code": code_hash(),
-                    "arm_overrides": arm.overrides,
-                    "knob": arm.knob, "knob_value": arm.knob_value, "target_params": arm.target,
-                    **result.to_dict(),
-                    "attention": _attention(keep["net"], keep["datamodule"], cfg.compare.attention_batch),
-                }
-                _write_json(path, record)
-                records.append(record)
 
-    if not rank_zero:
+# --------------------------------------------------------------------------------------------
+# one job: one (arm, seed) run
+
+
+def run_arm(cfg: DictConfig, run_dir: str | Path, *, sweep: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Train arm ``cfg.compare.arm`` with ``cfg.seed`` in ``run_dir`` and write its ``result.json``.
+
+    Returns the run's record; the stored one if the run was finished before (same fingerprint),
+    ``None`` if another live process is training it.
+
+    Raises:
+        StaleResultsError: ``run_dir`` holds a finished run of another config.
+    """
+    from qimia.experiment.train import run_training
+    from qimia.training.callbacks import RunProgress
+
+    _refuse_distributed(cfg)
+    run_dir = Path(run_dir)
+    arms, _ = plan_arms(cfg)
+    by_name = {a.name: a for a in arms}
+    if cfg.compare.arm not in by_name:
+        raise ValueError(f"compare.arm={cfg.compare.arm!r} is not an arm of this comparison; arms: {list(by_name)}.")
+    arm = by_name[cfg.compare.arm]
+    fingerprint = run_fingerprint(cfg, arm, cfg.seed)
+    label = f"{arm.name} seed {cfg.seed}" + "".join(f", {k}={v}" for k, v in (sweep or {}).items())
+    result_path = run_dir / RESULT_FILE
+    stored = _stored(result_path, fingerprint)
+    if stored is not None:
+        print(f"[compare] {label}: done before ({result_path}), reused", flush=True)
+        return stored
+    with RunLock(run_dir) as lock:
+        if not lock.acquired:
+            print(f"[compare] {label}: another process is training it ({lock_owner(run_dir)}), left to it", flush=True)
+            return None
+        stored = _stored(result_path, fingerprint)  # finished while this job waited for the lock
+        if stored is not None:
+            return stored
+        resume = (run_dir / "checkpoints" / "last.ckpt").is_file() and cfg.ckpt_path is None
+        run_cfg = cfg.copy()
+        if resume:
+            run_cfg.ckpt_path = "last"
+            print(f"[compare] {label}: resuming from {run_dir / 'checkpoints' / 'last.ckpt'}", flush=True)
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one progress line per run instead
+        keep: dict[str, Any] = {}
+        result = run_training(run_cfg, run_dir, net_overrides=arm.overrides, keep=keep,
+                              callbacks=[RunProgress(f"[compare] {label}")])
+        record = {
+            "arm": arm.name, "seed": int(cfg.seed), "sweep": dict(sweep or {}), "fingerprint": fingerprint,
+            "code": code_hash(), "arm_overrides": arm.overrides, "knob": arm.knob, "knob_value": arm.knob_value,
+            "target_params": arm.target, "reference": reference_arm(cfg, arms).name, "title": cfg.name,
+            **result.to_dict(),
+            "attention": _attention(keep["net"], keep["datamodule"], cfg.compare.attention_batch),
+        }
+        _write_json(result_path, record)
+    return record
+
+
+def _stored(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    if not path.is_file():
         return None
-    if not records:
-        raise FileNotFoundError(f"no finished runs of this config in {runs_dir} (compare.report_only=true).")
-    summary = summarize(records, [a.name for a in arms], reference.name)
-    write_report(summary, records, out_dir, title=cfg.name, command=command or cfg.command)
-    print(summary.markdown())
-    print(f"[compare] wrote {out_dir}/results.md, results.csv, runs.csv, learning_curves.png, depth_attention.png")
-    return summary
+    record = json.loads(path.read_text())
+    if record.get("fingerprint") != fingerprint:
+        raise StaleResultsError(
+            f"{path} was made with a different config (fingerprint {record.get('fingerprint')} != {fingerprint}). "
+            f"Use another folder (hydra.sweep.dir=...), or delete {path.parent} to redo the run."
+        )
+    if record.get("code") != code_hash():
+        print(f"[compare] warning: {path} was made with other qimia code ({record.get('code')} != {code_hash()}); "
+              "delete it to redo the run with this code.", flush=True)
+    return record
 
 
-def main(cfg: DictConfig) -> None:
-    """``qimia compare``: the comparison in the Hydra job's folder (``outputs/compare/<name>``)."""
-    from hydra.core.hydra_config import HydraConfig
-
+def job(cfg: DictConfig) -> float | None:
+    """The Hydra task function of one compare job (the launcher's unit of work): returns the
+    run's headline test metric, what a Hydra sweeper would optimise."""
     from qimia.app import output_dir
 
-    shown = [o for o in HydraConfig.get().overrides.task if o != "compare.report_only=true"]
-    compare(cfg, output_dir(), command=" ".join(["qimia compare", *shown]))
+    sweep = {key: OmegaConf.select(cfg, key) for key in cfg.compare.sweep_keys}
+    record = run_arm(cfg, output_dir(), sweep=sweep)
+    return None if record is None else record["test"].get(f"test/{record['monitor']}")
+
+
+# --------------------------------------------------------------------------------------------
+# the command: plan, launch, wait, report
+
+
+def _sweep_keys(overrides: Sequence[str]) -> list[str]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return [o.get_key_element() for o in parsed if o.is_sweep_override() and not o.get_key_element().startswith("hydra")]
+
+
+def comparison_dir(cfg: DictConfig, overrides: Sequence[str]) -> Path:
+    """``hydra.sweep.dir`` (or ``hydra.run.dir``) if given, else ``outputs/compare/<name>``."""
+    for key in ("hydra.sweep.dir=", "hydra.run.dir="):
+        given = [o.split("=", 1)[1] for o in overrides if o.startswith(key)]
+        if given:
+            return Path(given[-1])
+    return Path("outputs") / "compare" / str(cfg.name)
+
+
+def run_subdir(arm: str, seed: int, sweep: dict[str, Any]) -> str:
+    """The folder of one run inside the comparison: ``<arm>[,key=value...]_seed<k>``."""
+    return arm + "".join(f",{k}={v}" for k, v in sweep.items()) + f"_seed{seed}"
+
+
+def _wait_for_others(folder: Path) -> None:
+    """Block while a live process elsewhere still trains a run in ``folder``."""
+    announced = False
+    while True:
+        busy = [d for d in sorted(folder.iterdir()) if d.is_dir() and lock_owner(d) is not None
+                and not (d / RESULT_FILE).is_file()]
+        if not busy:
+            return
+        if not announced:
+            print(f"[compare] waiting for {len(busy)} run(s) that another process is training: "
+                  f"{', '.join(d.name for d in busy)}", flush=True)
+            announced = True
+        time.sleep(WAIT_SECONDS)
+
+
+def drive(prog: str, config: str, task: str, argv: Sequence[str]) -> int:
+    """``qimia compare argv...``: the sweep over arms x seeds, then the report.
+
+    ``--help``, ``--cfg`` and ``--info`` show the config of one job and run nothing.
+    """
+    from hydra._internal.utils import get_args_parser
+
+    from qimia.app import ConfigError, check_overrides, run_app
+    from qimia.experiment.report import report_folder
+
+    args = get_args_parser().parse_intermixed_args(list(argv))
+    if args.help or args.hydra_help or args.info or args.cfg or args.shell_completion:
+        return run_app(prog, config, task, argv)
+    overrides = list(args.overrides)
+    try:
+        cfg = check_overrides(config, overrides)
+        _refuse_distributed(cfg)
+        seeds = seed_list(OmegaConf.to_object(cfg.seeds) if OmegaConf.is_list(cfg.seeds) else cfg.seeds)
+        arms, reference = plan_arms(cfg)
+    except (ConfigError, ValueError, TypeError, FileNotFoundError) as err:
+        print(f"qimia {prog}: error: {err}", file=__import__("sys").stderr)
+        return 2
+    folder = comparison_dir(cfg, overrides)
+    for arm in arms:
+        print(f"[compare] arm {arm.name!r}: {arm.knob}={arm.knob_value}, {arm.params:,} parameters "
+              f"({100 * arm.relative_gap:+.2f}% vs {reference.name!r})", flush=True)
+    sweep_keys = _sweep_keys(overrides)
+    if not cfg.compare.report_only:
+        mine = [o for o in overrides if not o.startswith(("hydra.sweep.dir=", "hydra.run.dir=", "seed=", "seeds="))]
+        subdir = "${compare.arm}" + "".join(f",{k}=${{{k}}}" for k in sweep_keys) + "_seed${seed}"
+        launch = ["-m", *mine, f"compare.arm={','.join(a.name for a in arms)}", f"seed={','.join(map(str, seeds))}",
+                  f"compare.sweep_keys=[{','.join(sweep_keys)}]", f"hydra.sweep.dir={folder}",
+                  f"hydra.sweep.subdir={subdir}"]
+        code = run_app(prog, config, task, launch)
+        if code != 0:
+            return code
+        _wait_for_others(folder)
+    shown = [o for o in overrides if o != "compare.report_only=true"]
+    try:
+        summary = report_folder(folder, title=str(cfg.name), command=" ".join(["qimia compare", *shown]))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"qimia {prog}: error: {err}", file=__import__("sys").stderr)
+        return 2
+    print(summary)
+    print(f"[compare] wrote {folder}/results.md, results.csv, runs.csv and the figures", flush=True)
+    expected = {run_subdir(a.name, s, {}) for a, s in itertools.product(arms, seeds)} if not sweep_keys else set()
+    missing = sorted(d for d in expected if not (folder / d / RESULT_FILE).is_file())
+    if missing:
+        print(f"[compare] warning: no result yet for {', '.join(missing)}", flush=True)
+    return 0

@@ -3,8 +3,8 @@
     trainer = fit(cfg, module, run_dir, datamodule=dm)        # seeded, logged, checkpointed, resumable
     metrics = test(trainer, module, datamodule=dm)            # {"test/acc": ...}
 
-``cfg`` is a composed qimia config: it carries ``seed``, ``threads``, ``ckpt_path``, ``loggers``,
-``checkpoint`` (from ``conf/shared/app.yaml``) and the ``trainer``, ``optimizer`` and ``scheduler``
+``cfg`` is a composed qimia config: it carries ``seed``, ``threads``, ``ckpt_path``, ``checkpoint``
+and the ``logger`` group (from ``conf/shared/app.yaml``) and the ``trainer``, ``optimizer`` and ``scheduler``
 groups (``conf/shared/``). Optimizers and schedulers are Hydra ``_partial_`` factories, so any
 torch optimizer with any argument is a command-line override (``optimizer=rmsprop
 optimizer.alpha=0.95``), and clipping by norm or by value is Lightning's
@@ -23,9 +23,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from qimia.training.callbacks import RNGState
-
-LOGGERS = ("csv", "tensorboard")
-
 
 def optimizer_factory(cfg: DictConfig) -> Any:
     """``cfg.optimizer`` as a ``params -> Optimizer`` factory.
@@ -46,21 +43,23 @@ def scheduler_factory(cfg: DictConfig) -> Any:
 
 
 def build_loggers(cfg: DictConfig, output_dir: Path) -> list:
-    """The ``cfg.loggers`` (``csv``, ``tensorboard``), each under ``output_dir/<name>``."""
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-    known = {"csv": CSVLogger, "tensorboard": TensorBoardLogger}
-    unknown = sorted(set(cfg.loggers) - set(known))
-    if unknown:
-        raise ValueError(f"unknown loggers {unknown}; choose among {sorted(known)}.")
-    return [known[name](save_dir=str(output_dir), name="", version=name) for name in cfg.loggers]
+    """The loggers of the ``logger`` group (``logger=[csv,tensorboard]``, ``logger=wandb``,
+    ``logger=[]`` for none), each writing under ``output_dir``."""
+    chosen = cfg.get("logger") or {}
+    return [instantiate(node, save_dir=str(output_dir)) for node in chosen.values()]
 
 
-def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-    """``cfg.trainer`` with ``last.ckpt`` under ``output_dir/checkpoints``, the loggers and
-    ``callbacks`` (plus :class:`~qimia.training.callbacks.RNGState`, so a resumed run draws the
-    same random numbers as an uninterrupted one)."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
+def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (), *,
+                  resume: str | None = None) -> L.Trainer:
+    """``cfg.trainer`` with ``last.ckpt`` under ``output_dir/checkpoints``, the loggers (which
+    also receive the hyper-parameters and, per step, the learning rate), ``callbacks``, any
+    callbacks of the config (``+trainer.callbacks=[{_target_: ...}]``) and
+    :class:`~qimia.training.callbacks.RNGState`, so a resumed run draws the same random numbers
+    as an uninterrupted one. With ``resume`` (the checkpoint a fit resumes from) the CSV logger
+    keeps the rows that checkpoint covers."""
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    from qimia.training.loggers import CSVLogger
 
     by_steps = cfg.checkpoint.every_n_train_steps
     checkpoint = ModelCheckpoint(
@@ -71,12 +70,17 @@ def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callb
         every_n_train_steps=by_steps,
         save_on_train_epoch_end=True,
     )
-    return instantiate(
-        cfg.trainer,
-        callbacks=[checkpoint, RNGState(), *callbacks],
-        logger=build_loggers(cfg, output_dir) or False,
-        default_root_dir=str(output_dir),
-    )
+    loggers = build_loggers(cfg, output_dir)
+    if resume is not None:
+        progress = torch.load(resume, map_location="cpu", weights_only=True, mmap=True)
+        for logger in loggers:
+            if isinstance(logger, CSVLogger):
+                logger.resume_from(progress["epoch"], progress["global_step"])
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # each logger flattens the tree
+    user = [instantiate(c) for c in cfg.trainer.get("callbacks") or []]
+    ours = [checkpoint, RNGState(), *callbacks, *([LearningRateMonitor("step")] if loggers else [])]
+    return instantiate(cfg.trainer, callbacks=[*ours, *user], logger=loggers or False, default_root_dir=str(output_dir))
 
 
 def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
@@ -118,12 +122,13 @@ def fit(
     Returns the trainer (for :func:`test`, ``trainer.interrupted``, ``trainer.global_rank``).
     """
     output_dir = Path(output_dir)
-    trainer = build_trainer(cfg, output_dir, callbacks)
+    resume = resume_path(cfg, output_dir)
+    trainer = build_trainer(cfg, output_dir, callbacks, resume=resume)
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     trainer.fit(module, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders, datamodule=datamodule,
-                ckpt_path=resume_path(cfg, output_dir))
+                ckpt_path=resume)
     return trainer
 
 
