@@ -123,3 +123,12 @@ def test_keys_only_store_verifies_checksums_only(tmp_path, blobs, helpers):
 def test_missing_store_is_a_failed_report(tmp_path):
     report = verify_store(tmp_path / "nothing")
     assert not report.ok and "manifest.json missing" in report.problems[0]
+
+
+def test_float16_store_gets_its_own_default_tolerance(tmp_path, blobs, helpers):
+    _, path = _recorded(tmp_path, blobs, helpers, dtype="float16")
+    report = verify_store(path)
+    assert report.tolerance == 1e-2 and report.ok
+    worst = max(c.rel_err_weight for c in report.layers.values())
+    assert 1e-5 < worst <= 1e-2                        # rounded keys and values: above the fp32 tolerance
+    assert not verify_store(path, tolerance=1e-5).ok
