@@ -36,7 +36,7 @@ from qimia.dual.store import LayerSpec
 
 PROBE = 4096        # probed coordinates per parameter (clipping detector, weight fingerprint)
 SLOT_PROBE = 256    # of these, the ones compared with the slots on every step
-_SLOT_TOL = 1e-4    # slot sums vs autograd, relative to the sum of absolute terms (fp32 rounding ~1e-7)
+_SLOT_TOL = 1e-4    # slot sums vs autograd, relative to ||r|| or to the absolute terms (fp32 rounding ~1e-7)
 _SCALE_TOL = 1e-5   # residual of .grad against s * (autograd gradient) on the probe
 _NORM_TOL = 1e-4    # ||g|| / ||G|| against s
 _FULL_TOL = 1e-4    # full gradient check, relative to ||G||
