@@ -156,3 +156,31 @@ def test_gradient_cleared_by_hand_after_a_skipped_step_is_detected(tmp_path, blo
     with pytest.raises(DualFormError, match="not the sum of the recorded slots"):
         opt.step()
     rec.close()
+
+
+def test_lightning_bf16_mixed_precision_is_refused(tmp_path, blobs, helpers):
+    L = pytest.importorskip("lightning.pytorch")
+    from qimia.dual.lightning import DualRecorderCallback
+
+    x, y = blobs
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = helpers.mlp()
+
+        def training_step(self, batch, i):
+            return F.cross_entropy(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y, torch.arange(len(x))), batch_size=20)
+    cb = DualRecorderCallback(str(tmp_path / "s"), batch_meta=lambda b, i: (b[2], b[1], 0))
+    trainer = L.Trainer(max_steps=2, callbacks=[cb], precision="bf16-mixed", logger=False, accelerator="cpu",
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    module = Module()
+    with pytest.raises(DualFormError, match="autocast"):
+        trainer.fit(module, loader)
+    assert not module.net[0]._forward_hooks and cb.store.num_steps == 0     # detached; nothing recorded
+

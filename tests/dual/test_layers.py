@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from qimia.dual.errors import DualFormError, UnrecordedLayerWarning
-from qimia.dual.explain import layer_inputs
+from qimia.dual.explain import DualExplainer, layer_inputs
 from qimia.dual.recorder import DualRecorder
 from qimia.dual.reconstruct import dual_forward, reconstruct_layer
+from qimia.dual.verify import verify_store
 
 
 def _train(model, path, x, y, steps=12, batch=8, layers=None, **kw):
@@ -40,7 +41,7 @@ def _assert_exact(store, model, helpers, tol=1e-5):
 class ConvNet(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
-        conv = {1: nn.Conv1d, 2: nn.Conv2d}[dim]
+        conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dim]
         self.c1 = conv(2, 4, 3, stride=2, padding=1)
         self.c2 = conv(4, 5, 3, padding="same", dilation=2, padding_mode="circular")
         self.head = nn.Linear(5, 3)
@@ -50,10 +51,10 @@ class ConvNet(nn.Module):
         return self.head(h.flatten(2).mean(-1))
 
 
-@pytest.mark.parametrize("dim", [1, 2])
+@pytest.mark.parametrize("dim", [1, 2, 3])
 def test_convolutions_are_recorded_exactly(tmp_path, helpers, dim):
     torch.manual_seed(0)
-    shape = (40, 2, 9) if dim == 1 else (40, 2, 7, 6)
+    shape = {1: (40, 2, 9), 2: (40, 2, 7, 6), 3: (40, 2, 5, 4, 5)}[dim]
     x, y = torch.randn(*shape), torch.randint(0, 3, (40,))
     model = ConvNet(dim)
     store = _train(model, tmp_path / "s", x, y)
@@ -64,6 +65,7 @@ def test_convolutions_are_recorded_exactly(tmp_path, helpers, dim):
     out = model.c1(x[:3])                                                    # (3, 4, *L)
     primal = out.flatten(2).transpose(1, 2).reshape(-1, 4)
     assert helpers.rel_err(dual_forward(store, "c1", queries["c1"]).detach(), primal.detach()) <= 1e-5
+    assert verify_store(store.root).ok
 
 
 class EmbedNet(nn.Module):
@@ -89,6 +91,10 @@ def test_embedding_is_recorded_exactly_with_token_id_keys(tmp_path, helpers):
     assert queries["embed"].shape == (10, 13)
     dual = dual_forward(store, "embed", queries["embed"])
     assert helpers.rel_err(dual.detach(), model.embed(x[:2]).reshape(10, 6).detach()) <= 1e-5
+    top = DualExplainer(store, "embed", score="key").explain(queries["embed"][:1], k=3)
+    tokens = store.shards("embed")[0].keys[:, 0]
+    assert (tokens[top.topk_slots[0].numpy()] == int(x[0, 0])).all()       # a token attends to its own slots
+    assert verify_store(store.root).ok
 
 
 def test_embedding_is_not_recorded_by_default_but_named(tmp_path, helpers):

@@ -18,10 +18,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any
 
+from qimia.dual.errors import DualFormError
 from qimia.dual.recorder import DualRecorder
 
 # (batch, batch_idx) -> (example ids (B,), labels (B,) or None, task id)
@@ -69,6 +71,16 @@ def _build() -> type:
         def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
             if self.recorder is not None:
                 self.store = self.recorder.close()
+
+        def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+            """Detach the recorder when training fails; Lightning re-raises ``exception`` afterwards.
+
+            The store keeps the steps committed before the failure (a second ``DualFormError`` from
+            closing is not allowed to hide the first).
+            """
+            if self.recorder is not None:
+                with contextlib.suppress(DualFormError):
+                    self.store = self.recorder.close()
 
     return DualRecorderCallback
 
