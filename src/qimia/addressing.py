@@ -18,8 +18,8 @@ with ``K = 1``: ``s = [1, 0, 0]`` moves weight from row ``i`` to row ``i - 1`` (
 ``[0, 1, 0]`` keeps it, and ``[0, 0, 1]`` moves it to ``i + 1`` (forwards), wrapping around the
 ends of the memory.
 
-An infinite key strength ``beta`` or sharpening exponent ``gamma`` is the limit of the softmax:
-all weight on the best rows (split evenly between ties), never NaN.
+An infinite key strength ``beta`` or sharpening exponent ``gamma`` gives the limit of the softmax
+(all weight on the best rows, exact ties sharing it), never NaN: see :func:`tempered_softmax`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 EPS = 1e-6
+MAX_SCALE = 1e6  # key strengths and sharpening exponents above this are the hard limit (see tempered_softmax)
 
 
 def safe_norm(x: Tensor, dim: int = -1, eps: float = EPS) -> Tensor:
@@ -52,23 +53,21 @@ def cosine_similarity(keys: Tensor, memory: Tensor) -> Tensor:
 
 
 def tempered_softmax(scores: Tensor, scale: Tensor) -> Tensor:
-    """``softmax(scale * scores)`` over the last dim, with ``scale = +inf`` as its limit.
+    """``softmax(scale * scores)`` over the last dim, finite for ``scale = +inf``.
+
+    ``scale`` is capped at :data:`MAX_SCALE` (one ``clamp``, no extra pass): above it the float32
+    softmax is already one-hot except between scores less than ``~1e-5`` apart, so ``+inf``
+    gives the limit ``scale -> inf`` (all weight on the maximal scores, exact ties sharing it)
+    instead of NaN, and no gradient reaches an infinite scale.
 
     Args:
         scores: ``(..., N)``.
-        scale: ``(...)`` non-negative; ``+inf`` gives all weight to the maximal scores (ties
-            share it equally), exactly the limit ``scale -> inf``.
+        scale: ``(...)``, ``>= 0``.
 
     Returns:
-        ``(..., N)`` weightings summing to 1; finite gradients for finite ``scale`` (no
-        gradient flows to an infinite one). Checks nothing on the device (no host sync per step).
+        ``(..., N)`` weightings summing to 1.
     """
-    hard = scale.isinf()  # (...)
-    finite = torch.where(hard, torch.zeros_like(scale), scale)  # keeps inf out of the soft branch's graph
-    soft = torch.softmax(finite.unsqueeze(-1) * scores, dim=-1)
-    hard = hard.unsqueeze(-1)  # (..., 1)
-    top = (scores == scores.amax(dim=-1, keepdim=True)).to(scores.dtype)
-    return torch.where(hard, top / top.sum(-1, keepdim=True), soft)
+    return torch.softmax(scale.clamp(max=MAX_SCALE).unsqueeze(-1) * scores, dim=-1)
 
 
 def content_weighting(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor:
