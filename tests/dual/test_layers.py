@@ -160,6 +160,17 @@ def test_grouped_convolution_is_refused_by_name(tmp_path):
         DualRecorder(model, torch.optim.SGD(model.parameters(), lr=0.1), str(tmp_path / "s"), layers=["0"])
 
 
+def test_parametrized_weight_is_refused_by_name_and_warned(tmp_path, blobs, helpers):
+    model = helpers.mlp()
+    nn.utils.parametrizations.weight_norm(model[2])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(DualFormError, match=r"layer 2 \(ParametrizedLinear\).*parametrization"):
+        DualRecorder(model, opt, str(tmp_path / "a"), layers=["0", "2"])
+    with pytest.warns(UnrecordedLayerWarning, match=r"2 \(ParametrizedLinear\).*parametrization"):
+        store = _train(model, tmp_path / "b", *blobs, steps=3)
+    assert store.layer_names == ["0", "4"]
+
+
 def test_frozen_bias_with_trainable_weight_is_accepted(tmp_path, blobs, helpers):
     x, y = blobs
     model = helpers.mlp()

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from qimia.dual.errors import DualFormError
 from qimia.dual.store import LayerSpec, to_tensor
@@ -59,6 +60,9 @@ def refusal(module: nn.Module, owner: str | None) -> str | None:
         return (f"nn.MultiheadAttention {owner!r} applies it functionally (F.multi_head_attention_forward reads "
                 "out_proj.weight directly, so no forward hook sees its input); build the attention from nn.Linear "
                 "projections to record it")
+    if layer_kind(module) is not None and not isinstance(module.weight, nn.Parameter):
+        return ("its weight is computed from other parameters (weight_norm, spectral_norm or another "
+                "parametrization), so SGD does not update W itself; record the layer without the parametrization")
     if isinstance(module, _CONV) and module.groups != 1:
         return (f"groups={module.groups}: each group is a separate linear map of its own channels; use groups=1 "
                 "or split the convolution into one module per group")
@@ -243,8 +247,11 @@ def select_layers(model: nn.Module, names: list[str] | None) -> tuple[list[tuple
     recorded = {id(p) for _, m in chosen for p in m.parameters()}
     left = []
     for n, m in modules.items():
-        own = m.parameters() if isinstance(m, nn.MultiheadAttention) else m.parameters(recurse=False)
-        if owner(n) is None and any(p.requires_grad and id(p) not in recorded for p in own):
+        if owner(n) is not None or ".parametrizations." in f".{n}.":   # reported with the module they serve
+            continue
+        whole = isinstance(m, nn.MultiheadAttention) or parametrize.is_parametrized(m)
+        own = m.parameters() if whole else m.parameters(recurse=False)
+        if any(p.requires_grad and id(p) not in recorded for p in own):
             if layer_kind(m) is not None and not m.weight.requires_grad:
                 why = "its weight is frozen (a bias trained alone is not recorded)"
             else:
