@@ -1,13 +1,17 @@
-"""Parameter counts of every registered full-size model, as a markdown table.
+"""Parameter counts of every registered full-size model, as markdown tables: ``qimia summary``.
 
-    python -m qimia.models.summary            # every model at its default (full) size
-    python -m qimia.models.summary --matched  # also re-size the residual references to their QIMIA twins
+    qimia summary                      # every model at its default (full) size
+    qimia summary pattern='*resnet*'   # only the names an fnmatch pattern matches
+    qimia summary matched=true         # also re-size the residual references to their QIMIA twins
 """
 
 from __future__ import annotations
 
-import argparse
+import fnmatch
 from collections.abc import Sequence
+
+import torch
+from omegaconf import DictConfig
 
 from qimia.models.matching import matched_pair
 from qimia.models.registry import create_model, list_models, model_defaults
@@ -45,28 +49,41 @@ def parameter_table(names: Sequence[str] | None = None) -> str:
     return "\n".join(lines + rows)
 
 
-def matched_table() -> str:
-    """Residual references re-sized to their QIMIA twins' (trainable) parameter counts, default sizes."""
+MATCHED = [("transformer_lm", "qimia_transformer_lm"), ("shared_transformer_lm", "shared_qimia_transformer_lm"),
+           ("resnet20", "qimia_resnet20"), ("unet_denoiser", "qimia_unet_denoiser"),
+           ("transfer_head", "qimia_transfer_head")]
+
+
+def matched_table(pattern: str | None = None) -> str:
+    """Residual references re-sized to their QIMIA twins' (trainable) parameter counts, default
+    sizes; only the pairs whose candidate matches the fnmatch ``pattern``, if given."""
     lines = ["| reference | candidate | knob | reference params | candidate params | gap |", "|---|---|---|---:|---:|---:|"]
-    for ref, cand in [("transformer_lm", "qimia_transformer_lm"), ("shared_transformer_lm", "shared_qimia_transformer_lm"),
-                      ("resnet20", "qimia_resnet20"), ("unet_denoiser", "qimia_unet_denoiser"),
-                      ("transfer_head", "qimia_transfer_head")]:
+    for ref, cand in MATCHED:
+        if pattern is not None and not fnmatch.fnmatchcase(cand, pattern):
+            continue
         pair = matched_pair(ref, cand)
         lines.append(f"| `{ref}` | `{cand}` | {pair.knob}={pair.value} | {pair.reference_params:,} | "
                      f"{pair.candidate_params:,} | {100 * pair.relative_gap:+.2f}% |")
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pattern", default=None, help="fnmatch pattern over model names, e.g. '*resnet*'")
-    parser.add_argument("--matched", action="store_true", help="also print the parameter-matched pairs")
-    args = parser.parse_args(argv)
-    print(parameter_table(list_models(args.pattern)))
-    if args.matched:
-        print()
-        print(matched_table())
+def main(cfg: DictConfig) -> None:
+    """``qimia summary``: print the tables and write them to the job folder's ``summary.md``.
 
+    Raises:
+        ValueError: no registered model matches ``cfg.pattern``.
+    """
+    from qimia.app import output_dir
 
-if __name__ == "__main__":
-    main()
+    if cfg.threads is not None:
+        torch.set_num_threads(int(cfg.threads))
+    torch.manual_seed(cfg.seed)  # the models' initialisation (parameter counts do not depend on it)
+    names = list_models(cfg.pattern)
+    if not names:
+        raise ValueError(f"pattern={cfg.pattern!r} matches no model; the models are {list_models()}.")
+    tables = [parameter_table(names)]
+    if cfg.matched:
+        tables.append(matched_table(cfg.pattern))
+    text = "\n\n".join(tables) + "\n"
+    print(text, end="")
+    (output_dir() / "summary.md").write_text(text)
