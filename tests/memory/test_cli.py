@@ -147,8 +147,8 @@ def test_checkpoint_round_trip_rebuilds_the_trained_model(tmp_path):
 
 def test_ntm_learns_short_copy(tmp_path):
     results = run(tmp_path, "model=ntm", "task=copy", *FAST, "model.controller_size=32", "model.memory_slots=8",
-                  "model.word_size=6", "task.max_len=2", "trainer.max_steps=300", "data.batch_size=16",
-                  "data.batches_per_epoch=150", "data.eval_batch=16", "optimizer.lr=3e-3")
+                  "model.word_size=6", "task.max_len=2", "trainer.max_steps=150", "data.batch_size=16",
+                  "data.batches_per_epoch=150", "data.eval_batch=16", "optimizer.lr=1e-2")
     # chance: 8 bits per output vector, half of them wrong; lengths 1-2 -> 6 wrong bits per sequence
     assert results["test"]["wrong_bits"] < 3.0
     assert results["test"]["bits"] < 0.6 * 12.0
