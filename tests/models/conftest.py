@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import gzip
+import pickle
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,3 +21,21 @@ def _seed_and_one_thread():
         warnings.filterwarnings("ignore", message="transfer head on a frozen base")
         yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def fake_mnist(tmp_path_factory):
+    """A tiny ``mnist.pkl.gz`` (200 images per split) with one class-dependent pixel per image,
+    so there is something to learn."""
+    path = tmp_path_factory.mktemp("data") / "mnist.pkl.gz"
+    rng = np.random.default_rng(0)
+
+    def split(n: int = 200):
+        y = rng.integers(0, 10, n)
+        x = rng.random((n, 784), dtype=np.float32) * 0.1
+        x[np.arange(n), y * 70] = 1.0
+        return x, y
+
+    with gzip.open(path, "wb") as f:
+        pickle.dump((split(), split(), split()), f)
+    return path
