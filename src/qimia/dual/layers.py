@@ -240,7 +240,7 @@ def select_layers(model: nn.Module, names: list[str] | None) -> tuple[list[tuple
         chosen = []
         for n, m in modules.items():
             if n in names:
-                why = refusal(m, owner(n)) if n in candidates else unrecorded_reason(m)
+                why = _reason(m, owner(n))
                 if why is not None:
                     raise DualFormError(f"layer {n} ({type(m).__name__}) cannot be recorded exactly: {why}.")
                 chosen.append((n, m))
@@ -252,12 +252,17 @@ def select_layers(model: nn.Module, names: list[str] | None) -> tuple[list[tuple
         whole = isinstance(m, nn.MultiheadAttention) or parametrize.is_parametrized(m)
         own = m.parameters() if whole else m.parameters(recurse=False)
         if any(p.requires_grad and id(p) not in recorded for p in own):
-            if layer_kind(m) is not None and not m.weight.requires_grad:
-                why = "its weight is frozen (a bias trained alone is not recorded)"
-            else:
-                why = refusal(m, None) or unrecorded_reason(m)
-            left.append(f"{n or '<model>'} ({type(m).__name__}): {why}")
+            left.append(f"{n or '<model>'} ({type(m).__name__}): {_reason(m, None) or unrecorded_reason(m)}")
     return chosen, left
+
+
+def _reason(module: nn.Module, owner: str | None) -> str | None:
+    """Why ``module`` is not recorded exactly (None for a recordable layer with an exact form)."""
+    if layer_kind(module) is None:
+        return unrecorded_reason(module)
+    if not module.weight.requires_grad:
+        return "its weight is frozen (a bias trained alone is not recorded)"
+    return refusal(module, owner)
 
 
 def check_untied(model: nn.Module, chosen: list[tuple[str, nn.Module]]) -> None:
