@@ -106,6 +106,9 @@ def test_bad_values_are_clear_errors(tmp_path, capsys):
     assert "min_len <= max_len" in capsys.readouterr().err
     assert main(["memory", *tiny(), "model.memory_slots=0", f"hydra.run.dir={tmp_path}"]) == 2
     assert "memory_slots must be >= 1" in capsys.readouterr().err
+    for budget in ("trainer.max_steps=0", "trainer.max_steps=-1"):  # nothing to train / no end
+        assert main(["memory", *tiny(), budget, f"hydra.run.dir={tmp_path}"]) == 2
+        assert "set trainer.max_steps >= 1" in capsys.readouterr().err
     assert main(["memory", "model=gpt"]) == 2
     err = capsys.readouterr().err
     assert "Could not find 'model/gpt'" in err and "dnc\n\tlstm\n\tntm" in err

@@ -58,10 +58,20 @@ def _nest(metrics: dict[str, float], stage: str) -> dict[str, Any]:
     return out
 
 
+def check_budget(cfg: DictConfig) -> None:
+    """Raise ``ValueError`` unless the run has a finite, positive training budget: the task
+    streams batches for ever, so ``trainer.max_steps`` (or ``trainer.max_epochs``) must end it."""
+    steps, epochs = cfg.trainer.max_steps, cfg.trainer.max_epochs
+    if steps == 0 or (steps < 0 and (epochs is None or epochs < 1)):
+        raise ValueError(f"trainer.max_steps={steps} with trainer.max_epochs={epochs} trains for "
+                         f"{'no' if steps == 0 else 'ever and'} steps: set trainer.max_steps >= 1 (e.g. 2000).")
+
+
 def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.task`` in ``output_dir`` (resuming from ``cfg.ckpt_path``),
     test it on fresh sequences, write ``results.json`` and the figures; returns the results."""
     output_dir = Path(output_dir)
+    check_budget(cfg)
     seed_run(cfg)
     task = build_task(cfg)
     # a partial: instantiate would turn the task dataclass into a config
