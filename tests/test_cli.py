@@ -111,3 +111,21 @@ def test_missing_checkpoint(tmp_path, capsys):
 def test_optimizer_must_be_partial(tmp_path, capsys):
     assert main(["train", "optimizer._partial_=false", *TINY, f"hydra.run.dir={tmp_path}"]) == 2
     assert "_partial_" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("trainer.max_epochs=-2", "max_epochs` must be a non-negative integer"),
+    ("trainer.max_epochs=0", "nothing was trained"),
+])
+def test_bad_budgets_are_clear_errors(tmp_path, capsys, override, expected):
+    args = [a for a in TINY if not a.startswith("trainer.max_")]
+    assert main(["train", *args, override, "scheduler=none", f"hydra.run.dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
+def test_a_junk_checkpoint_is_refused(tmp_path, capsys):
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"\x80\x04not a checkpoint")
+    assert main(["train", f"ckpt_path={junk}", *TINY, f"hydra.run.dir={tmp_path}"]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err

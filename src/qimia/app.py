@@ -324,9 +324,12 @@ def run_app(prog: str, config_name: str, task: str, argv: Sequence[str]) -> int:
             return 2
 
     def job(cfg: DictConfig) -> Any:
+        from hydra.errors import InstantiationException
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+
         try:
             return load_function(task)(cfg)
-        except USER_ERRORS as err:
+        except (*USER_ERRORS, InstantiationException, MisconfigurationException) as err:
             if full_error:
                 raise
             print(f"qimia {prog}: error: {type(err).__name__}: {err}\n"

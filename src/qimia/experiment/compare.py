@@ -25,6 +25,7 @@ import hashlib
 import itertools
 import json
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from functools import lru_cache
@@ -61,7 +62,7 @@ def run_fingerprint(cfg: DictConfig, arm: Arm, seed: int) -> str:
     """Hash of everything that determines one run's result (not where or how it is launched)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
-    for key in ("compare", "seeds", "seed", "command", "name", "logger", "threads"):
+    for key in ("compare", "seeds", "seed", "command", "name", "logger", "threads"):  # (the tuned lr is in optimizer)
         resolved.pop(key, None)
     resolved["trainer"].pop("enable_progress_bar", None)
     payload = json.dumps({"cfg": resolved, "arm": arm.overrides, "seed": seed}, sort_keys=True, default=str)
@@ -123,7 +124,7 @@ def plan_arms(cfg: DictConfig) -> tuple[list[Arm], Arm]:
         relevant.pop(key, None)
     relevant["seed"] = 0  # the model's size does not depend on the seed
     relevant["compare"] = {**relevant["compare"], "arm": None}
-    return _planned_arms(json.dumps(relevant, sort_keys=True, default=str))
+    return _planned_arms(json.dumps(relevant, default=str))  # (key order kept: the first arm is the reference)
 
 
 def _refuse_distributed(cfg: DictConfig) -> None:
@@ -160,6 +161,10 @@ def run_arm(cfg: DictConfig, run_dir: str | Path, *, sweep: dict[str, Any] | Non
     if cfg.compare.arm not in by_name:
         raise ValueError(f"compare.arm={cfg.compare.arm!r} is not an arm of this comparison; arms: {list(by_name)}.")
     arm = by_name[cfg.compare.arm]
+    tuned = (cfg.compare.get("lr_by_arm") or {}).get(arm.name)
+    if tuned is not None:  # compare.tune=lr: this arm's rate, chosen on validation
+        cfg = cfg.copy()
+        cfg.optimizer.lr = float(tuned)
     fingerprint = run_fingerprint(cfg, arm, cfg.seed)
     label = f"{arm.name} seed {cfg.seed}" + "".join(f", {k}={v}" for k, v in (sweep or {}).items())
     result_path = run_dir / RESULT_FILE
@@ -259,8 +264,64 @@ def _wait_for_others(folder: Path) -> None:
         time.sleep(WAIT_SECONDS)
 
 
+def _launch(prog: str, config: str, task: str, overrides: Sequence[str], folder: Path, arms: Sequence[str],
+            seeds: Sequence[int], sweep_keys: Sequence[str], extra: Sequence[str] = ()) -> int:
+    """One Hydra multirun: a job per arm x seed x sweep point, each in its own folder of ``folder``."""
+    from qimia.app import run_app
+
+    mine = [o for o in overrides if not o.startswith(("hydra.sweep.dir=", "hydra.run.dir=", "seed=", "seeds="))]
+    subdir = "${compare.arm}" + "".join(f",{k}=${{{k}}}" for k in sweep_keys) + "_seed${seed}"
+    code = run_app(prog, config, task, [
+        "-m", *mine, *extra, f"compare.arm={','.join(arms)}", f"seed={','.join(map(str, seeds))}",
+        f"compare.sweep_keys=[{','.join(sweep_keys)}]", f"hydra.sweep.dir={folder}", f"hydra.sweep.subdir={subdir}",
+    ])
+    if code == 0:
+        _wait_for_others(folder)
+    return code
+
+
+def lr_grid(cfg: DictConfig) -> list[float]:
+    """``compare.lr_grid``, or the configured rate divided and multiplied by 3."""
+    if cfg.compare.lr_grid:
+        return [float(v) for v in cfg.compare.lr_grid]
+    lr = float(cfg.optimizer.lr)
+    return [lr / 3, lr, lr * 3]
+
+
+def tune_learning_rates(prog: str, config: str, task: str, cfg: DictConfig, overrides: Sequence[str], folder: Path,
+                        arms: Sequence[str], seed: int) -> dict[str, float] | None:
+    """``compare.tune=lr``: each arm's rate from ``lr_grid`` with the best final *validation*
+    metric on one seed (runs in ``<folder>/tune``); writes ``tuning.md``. ``None`` if a job failed."""
+    tune_dir = folder / "tune"
+    grid = lr_grid(cfg)
+    mine = [o for o in overrides if not o.startswith("optimizer.lr=")]
+    code = _launch(prog, config, task, mine, tune_dir, arms, [seed], ["optimizer.lr"],
+                   extra=[f"optimizer.lr={','.join(map(repr, grid))}"])
+    if code != 0:
+        return None
+    records = [json.loads(p.read_text()) for p in sorted(tune_dir.glob(f"*/{RESULT_FILE}"))]
+    monitor, mode = records[0]["monitor"], records[0]["monitor_mode"]
+    table: dict[str, dict[float, float]] = {arm: {} for arm in arms}
+    for r in records:
+        final = r["history"]["val"][-1].get(f"val/{monitor}", float("nan")) if r["history"]["val"] else float("nan")
+        table[r["arm"]][float(r["sweep"]["optimizer.lr"])] = final
+    pick = max if mode == "max" else min
+    chosen = {arm: pick((lr for lr in grid if lr in rates), key=lambda lr, rates=rates: rates[lr])
+              for arm, rates in table.items() if rates}
+    lines = [f"# Learning rate per arm (validation {monitor}, seed {seed}, final weights)", "",
+             "| arm | " + " | ".join(f"lr={lr:.3g}" for lr in grid) + " | chosen |",
+             "|---|" + "---:|" * (len(grid) + 1)]
+    for arm, rates in table.items():
+        cells = [f"**{rates[lr]:.4f}**" if lr == chosen.get(arm) else f"{rates.get(lr, float('nan')):.4f}" for lr in grid]
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {chosen.get(arm, float('nan')):.3g} |")
+    (folder / "tuning.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+    return chosen
+
+
 def drive(prog: str, config: str, task: str, argv: Sequence[str]) -> int:
-    """``qimia compare argv...``: the sweep over arms x seeds, then the report.
+    """``qimia compare argv...``: the sweep over arms x seeds (after a per-arm learning-rate
+    search with ``compare.tune=lr``), then the report.
 
     ``--help``, ``--cfg`` and ``--info`` show the config of one job and run nothing.
     """
@@ -278,33 +339,38 @@ def drive(prog: str, config: str, task: str, argv: Sequence[str]) -> int:
         _refuse_distributed(cfg)
         seeds = seed_list(OmegaConf.to_object(cfg.seeds) if OmegaConf.is_list(cfg.seeds) else cfg.seeds)
         arms, reference = plan_arms(cfg)
+        if cfg.compare.tune not in (None, "lr"):
+            raise ValueError(f"compare.tune={cfg.compare.tune!r}: choose null or lr.")
+        if cfg.compare.tune == "lr" and _sweep_keys(overrides):
+            raise ValueError("compare.tune=lr chooses optimizer.lr per arm: do not sweep other keys in the same command.")
     except (ConfigError, ValueError, TypeError, FileNotFoundError) as err:
-        print(f"qimia {prog}: error: {err}", file=__import__("sys").stderr)
+        print(f"qimia {prog}: error: {err}", file=sys.stderr)
         return 2
     folder = comparison_dir(cfg, overrides)
     for arm in arms:
         print(f"[compare] arm {arm.name!r}: {arm.knob}={arm.knob_value}, {arm.params:,} parameters "
               f"({100 * arm.relative_gap:+.2f}% vs {reference.name!r})", flush=True)
+    names = [a.name for a in arms]
     sweep_keys = _sweep_keys(overrides)
     if not cfg.compare.report_only:
-        mine = [o for o in overrides if not o.startswith(("hydra.sweep.dir=", "hydra.run.dir=", "seed=", "seeds="))]
-        subdir = "${compare.arm}" + "".join(f",{k}=${{{k}}}" for k in sweep_keys) + "_seed${seed}"
-        launch = ["-m", *mine, f"compare.arm={','.join(a.name for a in arms)}", f"seed={','.join(map(str, seeds))}",
-                  f"compare.sweep_keys=[{','.join(sweep_keys)}]", f"hydra.sweep.dir={folder}",
-                  f"hydra.sweep.subdir={subdir}"]
-        code = run_app(prog, config, task, launch)
+        extra: list[str] = []
+        if cfg.compare.tune == "lr":
+            chosen = tune_learning_rates(prog, config, task, cfg, overrides, folder, names, seeds[0])
+            if chosen is None:
+                return 1
+            extra = ["compare.lr_by_arm={" + ",".join(f"{a}: {lr!r}" for a, lr in chosen.items()) + "}"]
+        code = _launch(prog, config, task, overrides, folder, names, seeds, sweep_keys, extra)
         if code != 0:
             return code
-        _wait_for_others(folder)
     shown = [o for o in overrides if o != "compare.report_only=true"]
     try:
         summary = report_folder(folder, title=str(cfg.name), command=" ".join(["qimia compare", *shown]))
     except (FileNotFoundError, ValueError) as err:
-        print(f"qimia {prog}: error: {err}", file=__import__("sys").stderr)
+        print(f"qimia {prog}: error: {err}", file=sys.stderr)
         return 2
     print(summary)
     print(f"[compare] wrote {folder}/results.md, results.csv, runs.csv and the figures", flush=True)
-    expected = {run_subdir(a.name, s, {}) for a, s in itertools.product(arms, seeds)} if not sweep_keys else set()
+    expected = {run_subdir(a, s, {}) for a, s in itertools.product(names, seeds)} if not sweep_keys else set()
     missing = sorted(d for d in expected if not (folder / d / RESULT_FILE).is_file())
     if missing:
         print(f"[compare] warning: no result yet for {', '.join(missing)}", flush=True)

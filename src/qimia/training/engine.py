@@ -89,12 +89,21 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
 
     Raises:
         FileNotFoundError: no checkpoint there.
+        ValueError: the file is not a Lightning checkpoint (read with ``weights_only=True``).
     """
     if cfg.ckpt_path in (None, ""):
         return None
     path = output_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r}: no checkpoint at {path}.")
+    try:
+        progress = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear answer
+        raise ValueError(f"ckpt_path={cfg.ckpt_path!r}: {path} is not a readable checkpoint ({err}). Pass the "
+                         "last.ckpt of a run of this command.") from None
+    if not isinstance(progress, dict) or not {"state_dict", "global_step", "epoch"} <= set(progress):
+        raise ValueError(f"ckpt_path={cfg.ckpt_path!r}: {path} is not a Lightning checkpoint (no state_dict, "
+                         "global_step, epoch). Pass the last.ckpt of a run of this command.")
     return str(path)
 
 
@@ -129,6 +138,12 @@ def fit(
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     trainer.fit(module, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders, datamodule=datamodule,
                 ckpt_path=resume)
+    if trainer.global_step == 0 and not trainer.interrupted:
+        raise ValueError(
+            f"nothing was trained (trainer.max_epochs={cfg.trainer.get('max_epochs')}, "
+            f"trainer.max_steps={cfg.trainer.get('max_steps')}): every result would be that of the untrained model. "
+            "Train for at least one step."
+        )
     return trainer
 
 
