@@ -44,10 +44,38 @@ def test_residual_unet_uses_residual_stacks_and_rejects_memory_reads():
         qm.create_model("unet_denoiser", **TINY, read_encoder_memory=True)
 
 
-def test_predicts_a_clean_image_of_the_input_shape_at_mnist_size():
+def test_the_clean_image_estimate_has_the_input_shape_at_mnist_size():
     model = qm.create_model("qimia_unet_denoiser")  # full size: 3 levels
     x = torch.randn(2, 1, 28, 28)
     assert model(x).shape == x.shape
+
+
+def smooth_images(n: int, size: int = 16) -> torch.Tensor:
+    """Clean images ``(n, 1, size, size)`` in [0, 1]: a bright disc of random centre and radius."""
+    grid = torch.arange(size).float()
+    centre = torch.rand(n, 2, 1, 1) * size
+    radius = 2 + torch.rand(n, 1, 1) * size / 4
+    distance = ((grid.view(1, -1, 1) - centre[:, 0]) ** 2 + (grid.view(1, 1, -1) - centre[:, 1]) ** 2).sqrt()
+    return torch.sigmoid(2 * (radius - distance)).unsqueeze(1)
+
+
+@pytest.mark.parametrize("name", ["unet_denoiser", "qimia_unet_denoiser"])
+def test_a_few_training_steps_predict_the_clean_image_better_than_the_noisy_input(name):
+    model = qm.create_model(name, **TINY)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        clean = smooth_images(8)
+        noisy = clean + 0.3 * torch.randn_like(clean)
+        loss = torch.nn.functional.mse_loss(model(noisy), clean)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    clean = smooth_images(32)  # fresh images and noise
+    noisy = clean + 0.3 * torch.randn_like(clean)
+    with torch.no_grad():
+        estimate = model.eval()(noisy)
+    noisy_error = torch.nn.functional.mse_loss(noisy, clean).item()
+    assert torch.nn.functional.mse_loss(estimate, clean).item() < 0.5 * noisy_error
 
 
 def test_bad_input_is_a_clear_error():
