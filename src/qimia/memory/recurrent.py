@@ -8,6 +8,7 @@ never over the batch) and, with ``trace=True``, also returns every step's state,
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -23,21 +24,23 @@ def check_input(inputs: Tensor, input_size: int, model: str) -> None:
                          "a recurrent model needs at least one time step: pass T >= 1.")
 
 
-class RecurrentMemory(nn.Module):
+class RecurrentMemory(nn.Module, ABC):
     """Base of the step-wise memory models (NTM, DNC). Subclasses set ``self.config`` (with
     ``input_size``) and implement ``initial_state``, ``step`` and ``weightings``."""
 
     config: Any
 
+    @abstractmethod
     def initial_state(self, batch_size: int, like: Tensor) -> Any:
-        raise NotImplementedError
+        """The state before the first step, for ``batch_size`` sequences on ``like``'s device and dtype."""
 
+    @abstractmethod
     def step(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
-        raise NotImplementedError
+        """One time step: ``x (B, input_size)`` -> logits ``(B, output_size)`` and the new state."""
 
+    @abstractmethod
     def weightings(self, states: list[Any]) -> dict[str, Tensor]:
         """``{panel title: (N, T) weighting of sequence 0}`` from a trace of states."""
-        raise NotImplementedError
 
     def forward(self, inputs: Tensor, state: Any = None, trace: bool = False):
         """Run over a sequence.
