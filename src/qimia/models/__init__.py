@@ -6,7 +6,8 @@
     >>> qm.list_models("*transformer_lm")
 
 Every model has ``task``, ``width_knob``, ``width_multiple``, ``depth_attention(x)`` and
-``example_input(batch_size)``; see ``docs/models.md``.
+``example_input(batch_size)``; every family takes ``mixer`` in :func:`qimia.models.mixers.mixer_names`
+(one spec per mixer, :mod:`qimia.models.mixers`); see ``docs/models.md``.
 """
 
 from qimia.models import resnet as _resnet  # noqa: F401  (importing a family registers it)

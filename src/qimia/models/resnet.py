@@ -36,7 +36,7 @@ Structure (identical for every mixer; only the container around the branches cha
   slots (read before the stage's own, gradients flowing). It costs parameters (ResNet-50:
   +18%), so compare it through :func:`qimia.models.matched_pair`.
 
-Parameter counts (``python -m qimia.models.summary``): ``resnet50`` 25,557,032 (torchvision's),
+Parameter counts (``qimia summary``): ``resnet50`` 25,557,032 (torchvision's),
 ``qimia_resnet50`` +0.95%; ``resnet20`` 269,722, ``qimia_resnet20`` +1.0%.
 """
 
