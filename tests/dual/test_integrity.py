@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 
 import pytest
 import torch
@@ -96,7 +95,7 @@ def test_crafted_checkpoint_never_runs_code(tmp_path, blobs, helpers):
     manifest = json.loads((path / "manifest.json").read_text())
     marker = tmp_path / "pwned"
     ckpt = path / manifest["checkpoint"]
-    torch.save({"step": 6, "model": _Payload(marker)}, ckpt, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    torch.save({"step": 6, "model": _Payload(marker)}, ckpt)
     manifest["checkpoint_sha256"] = hashlib.sha256(ckpt.read_bytes()).hexdigest()   # a consistent forgery
     body = {k: v for k, v in manifest.items() if k != "sha256"}
     manifest["sha256"] = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
