@@ -52,14 +52,17 @@ class SampleSlots(ManualMemory):
         self.key_shape = (self.batch, self.heads, key_dim)
         self.values = torch.empty(self.batch * self.heads, num_slots, math.prod(self.item_shape), dtype=dtype, device=like.device)
         self._values_raw = self.values.data  # (B*H, S, F)
+        self._pooled: dict[int, Tensor] = {}
 
     def _slot(self, memory: Tensor, slot: int) -> Tensor:
         return memory[:, slot].view(self.batch, self.heads, *self.item_shape)  # (B, H, *P, D_h)
 
     def _features(self, slot: int) -> Tensor:
-        """Mean over positions: ``(B, D)``."""
-        v = self.values[:, slot].view(self.batch, self.heads, self.positions, -1)  # (B, H, P, D_h)
-        return v.mean(2).flatten(1)
+        """Mean over positions: ``(B, D)``, kept for the backward (it is small)."""
+        if slot not in self._pooled:
+            v = self.values[:, slot].view(self.batch, self.heads, self.positions, -1)  # (B, H, P, D_h)
+            self._pooled[slot] = v.mean(2).flatten(1)
+        return self._pooled[slot]
 
     def _store(self, slot: int, value: Tensor) -> None:
         self._slot(self._values_raw, slot).copy_(self.layout.to_layer(value))
@@ -85,7 +88,7 @@ class SampleSlots(ManualMemory):
         v.add_(feature_grad.view(self.batch, self.heads, 1, -1) / self.positions)
 
     def mix(self, weights: Tensor, count: int) -> Tensor:
-        w = weights.flatten(1).t().unsqueeze(1).to(self.values.dtype)  # (B*H, 1, c)
+        w = weights.flatten(1).t().unsqueeze(1).to(self.values.dtype).contiguous()  # (B*H, 1, c)
         mixed = torch.bmm(w, self.values[:, :count])  # (B*H, 1, F)
         return self.layout.from_layer(mixed.view(self.batch, self.heads, *self.item_shape), self.native_ndim)
 
