@@ -50,7 +50,7 @@ def one_batch(tmp_path_factory, data) -> dict[str, Path]:
         "mnist": [*mlp, f"data.path={data['mnist']}", "trainer.max_steps=1", "analysis.figures=0"],
         "multitask": [*mlp, "data.task=digits", "data.steps_per_task=1"],
         "continual": [*mlp, f"data.path={data['mnist']}", "data.steps_per_task=1"],
-        "lm": [f"corpus=text_file", f"corpus.path={data['corpus']}", "trainer.max_steps=1", "data.seq_len=8",
+        "lm": ["corpus=text_file", f"corpus.path={data['corpus']}", "trainer.max_steps=1", "data.seq_len=8",
                "data.batch_size=2", "model.hidden=8", "model.embed=4", "analysis.prompts=[the d]",
                "record.keep_stores=true"],
     }

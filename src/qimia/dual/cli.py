@@ -97,7 +97,9 @@ def verify(cfg: DictConfig) -> float | None:
     """
     from qimia.app import output_dir
     from qimia.dual.verify import verify_store
+    from qimia.training.engine import seed_run
 
+    seed_run(cfg)  # threads (and the seed, which verification does not draw from)
     if cfg.tolerance is not None and (isinstance(cfg.tolerance, bool) or not isinstance(cfg.tolerance, (int, float))):
         raise ValueError(f"tolerance={cfg.tolerance!r}: expected a number (e.g. tolerance=1e-5) or null.")
     if OmegaConf.is_missing(cfg, "store"):
