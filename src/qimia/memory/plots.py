@@ -24,19 +24,31 @@ def pyplot() -> Any:
     return plt
 
 
+def epoch_means(train: list[dict[str, float]], curve: list[dict[str, float]]) -> list[dict[str, float]]:
+    """The mean training ``bits`` of the logged steps between two evaluations, at the later one
+    (single steps are noisy: every batch has another length)."""
+    means, start = [], 0
+    for point in curve:
+        window = [p["bits"] for p in train if start < p["step"] <= point["step"]]
+        if window:
+            means.append({"sequences": point["sequences"], "bits": sum(window) / len(window)})
+        start = point["step"]
+    return means
+
+
 def plot_curve(curve: list[dict[str, float]], train: list[dict[str, float]], title: str, path: Path) -> None:
     """Bits and wrong bits per sequence against training sequences (log y): the evaluation at the
-    training lengths (``curve``: ``sequences``, ``bits``, ``wrong_bits``) and the training loss
-    (``train``: ``sequences``, ``bits``)."""
+    training lengths (``curve``: ``step``, ``sequences``, ``bits``, ``wrong_bits``) and the mean
+    training loss between evaluations (``train``: ``step``, ``bits`` of the logged steps)."""
     if not curve:
         return
     plt = pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    means = epoch_means(train, curve)
+    ax[0].plot([p["sequences"] for p in means], [max(p["bits"], 1e-4) for p in means], alpha=0.6,
+               label="train (mean of the logged steps)")
     for i, key in enumerate(("bits", "wrong_bits")):
         floor = 1e-4 if key == "bits" else 1e-3  # log axis: show exact zeros at the floor
-        if key in (train[0] if train else {}):
-            ax[i].plot([p["sequences"] for p in train], [max(p[key], floor) for p in train], alpha=0.5,
-                       label="train (logged steps)")
         ax[i].plot([p["sequences"] for p in curve], [max(p[key], floor) for p in curve],
                    label="eval (fresh sequences, every training length)")
         ax[i].set(yscale="log", xlabel="training sequences")
