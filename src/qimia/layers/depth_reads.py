@@ -14,7 +14,9 @@ slot ``i`` against *every* reader ``r`` are computed once, when the key is writt
 then only gathers ``l`` logits per position.
 
 Both take their storage from :mod:`qimia.layers.slot_memory`: each slot is written once, and
-saved activations stay linear in depth.
+saved activations stay linear in depth. Autograd differentiates them (``memory="autograd"`` and
+``memory="stacked"``); they are the readable references that the default hand-written memory
+(:mod:`qimia.layers.manual_memory`, :mod:`qimia.layers.manual_reads`) is tested against.
 """
 
 from __future__ import annotations
