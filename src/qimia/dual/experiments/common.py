@@ -72,7 +72,7 @@ def train_recorded(cfg: DictConfig, module: Any, run_dir: Path, store_path: Path
     ``store_path`` (options from ``cfg.record``); returns ``(trainer, store)``.
 
     Raises:
-        ValueError: the run took no optimizer step.
+        ValueError: the run took no optimizer step (raised by ``fit``).
         RuntimeError: training was interrupted (the store was not closed).
     """
     from qimia.dual.lightning import DualRecorderCallback
@@ -85,9 +85,6 @@ def train_recorded(cfg: DictConfig, module: Any, run_dir: Path, store_path: Path
                   callbacks=[recorder, *callbacks])
     if trainer.interrupted or recorder.store is None:
         raise RuntimeError(f"training was interrupted: the recording in {store_path} is incomplete.")
-    if trainer.global_step == 0:
-        raise ValueError("the run took no optimizer step (check trainer.max_steps, trainer.max_epochs and "
-                         "trainer.limit_train_batches): there is no memory to explain.")
     return trainer, recorder.store
 
 
