@@ -197,8 +197,7 @@ class _Write(torch.autograd.Function):
     def backward(ctx, _order_grad: Tensor):  # type: ignore[override]
         memory, slot, index = ctx.memory, ctx.slot, ctx.index
         need_value, need_source = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
-        if memory.grads is None:  # no read was part of the loss
-            memory.begin_backward(len(memory.counts) - 1)
+        # Some read of this slot ran before (only reads consume order tensors), so the buffers exist.
         value_grad = source_grad = None
         if ctx.has_source and (need_source or (need_value and index is not None)):
             logit_grads = memory.logit_grads.index_select(0, memory.rows(slot))  # (R_i, *G)
