@@ -179,7 +179,9 @@ class _Write(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, memory: ManualMemory, order: Tensor, value: Tensor, source: Tensor | None, index: int | None):  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, memory: ManualMemory, order: Tensor, value: Tensor, source: Tensor | None, index: int | None
+    ) -> Tensor:
         slot = memory.written
         memory._store(slot, value)
         if source is not None:

@@ -42,7 +42,13 @@ class SampleSlots(ManualMemory):
     """
 
     def __init__(
-        self, layout: FeatureLayout, like: Tensor, num_slots: int, counts: Sequence[int], key_dim: int, dtype: torch.dtype
+        self,
+        layout: FeatureLayout,
+        like: Tensor,
+        num_slots: int,
+        counts: Sequence[int],
+        key_dim: int,
+        dtype: torch.dtype,
     ) -> None:
         self.layout, self.native_ndim = layout, like.dim()
         self.batch, self.heads = like.shape[0], layout.heads
@@ -50,8 +56,9 @@ class SampleSlots(ManualMemory):
         self.positions = math.prod(self.item_shape[:-1])
         super().__init__(counts, (self.batch, self.heads), like)
         self.key_shape = (self.batch, self.heads, key_dim)
-        self.values = torch.empty(self.batch * self.heads, num_slots, math.prod(self.item_shape), dtype=dtype, device=like.device)
-        self._values_raw = self.values.data  # (B*H, S, F)
+        shape = (self.batch * self.heads, num_slots, math.prod(self.item_shape))  # (B*H, S, F)
+        self.values = torch.empty(shape, dtype=dtype, device=like.device)
+        self._values_raw = self.values.data
         self._pooled: dict[int, Tensor] = {}
 
     def _slot(self, memory: Tensor, slot: int) -> Tensor:

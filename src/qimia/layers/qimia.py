@@ -305,7 +305,8 @@ class QIMIA(nn.Module):
                 memory.write_folded(value, projections, slot)
             else:
                 keys.append(self._key(value, slot))
-                memory.write(value, memory.from_standard(self._key_logits(keys[-1], memory.first_reader(memory.written))))
+                logits = self._key_logits(keys[-1], memory.first_reader(memory.written))  # (R_i, *G)
+                memory.write(value, memory.from_standard(logits))
 
         write(x)
         for layer, block in enumerate(self.blocks):
