@@ -298,19 +298,33 @@ def _draw_sensitivity(cfg: DictConfig, net: nn.Module, datamodule: Any, out: Pat
     return {"figure": "sensitivity.png"}
 
 
+def _classification(net: nn.Module, datamodule: Any, factories: dict[str, Any]) -> Any:
+    from qimia.training.tasks import ClassificationModule
+
+    return ClassificationModule(net, num_classes=datamodule.net_kwargs["num_classes"], **factories)
+
+
+def _regression(net: nn.Module, datamodule: Any, factories: dict[str, Any]) -> Any:
+    from qimia.training.regression import RegressionModule
+
+    return RegressionModule(net, **factories)
+
+
 @dataclass(frozen=True)
 class JacobianMap:
-    """One kind of implicit-attention figure: how to build its network and task, and draw it."""
+    """One kind of implicit-attention figure: how to build its network and its task module
+    (``(net, datamodule, {"optimizer", "scheduler"}) -> LightningModule``), the test metric it
+    reports, and how to draw it."""
 
     build_net: Callable[[DictConfig, Any], nn.Module]
-    task: str  # a qimia.training task: "regression" or "classification"
+    build_module: Callable[[nn.Module, Any, dict[str, Any]], Any]
+    metric: str
     draw: Callable[[DictConfig, nn.Module, Any, Path], dict[str, Any]]
-    metric: str  # the test metric reported
 
 
 JACOBIAN_MAPS: dict[str, JacobianMap] = {
-    "sequential": JacobianMap(lambda cfg, dm: build(cfg.net), "regression", _draw_sequential, "test/loss"),
-    "sensitivity": JacobianMap(_classifier, "classification", _draw_sensitivity, "test/acc"),
+    "sequential": JacobianMap(lambda cfg, dm: build(cfg.net), _regression, "test/loss", _draw_sequential),
+    "sensitivity": JacobianMap(_classifier, _classification, "test/acc", _draw_sensitivity),
 }
 
 
@@ -322,8 +336,6 @@ def jacobian(cfg: DictConfig) -> float | None:
     from qimia.app import output_dir
     from qimia.training.engine import fit, optimizer_factory, scheduler_factory, seed_run
     from qimia.training.engine import test as engine_test
-    from qimia.training.regression import RegressionModule
-    from qimia.training.tasks import ClassificationModule
 
     if cfg.map not in JACOBIAN_MAPS:
         raise ValueError(f"map={cfg.map!r}: choose among {sorted(JACOBIAN_MAPS)}.")
@@ -334,11 +346,8 @@ def jacobian(cfg: DictConfig) -> float | None:
     seed_run(cfg)
     datamodule = build(cfg.data)
     net = kind.build_net(cfg, datamodule)
-    factories = {"optimizer": optimizer_factory(cfg), "scheduler": scheduler_factory(cfg)}
-    if kind.task == "classification":
-        module = ClassificationModule(net, num_classes=datamodule.net_kwargs["num_classes"], **factories)
-    else:
-        module = RegressionModule(net, **factories)
+    module = kind.build_module(net, datamodule, {"optimizer": optimizer_factory(cfg),
+                                                 "scheduler": scheduler_factory(cfg)})
     trainer = fit(cfg, module, out, datamodule=datamodule)
     test = engine_test(trainer, module, datamodule=datamodule)
     if trainer.interrupted or not trainer.is_global_zero:
