@@ -46,6 +46,8 @@ def test_a_run_writes_results_figure_and_a_lightning_run_folder_per_network(run)
             folder = run / label / f"seed{seed}"
             assert (folder / "checkpoints" / "last.ckpt").exists() and (folder / "config.yaml").exists()
             assert (folder / "csv" / "metrics.csv").exists()
+    probe, qimia = (results["recipes"][name]["model"] for name in ("linear_probe", "qimia_transfer_head"))
+    assert probe["depth"] == 0 and qimia["depth"] == 1  # the name's fixed kwarg wins over head.depth
     trainable = {label: e["trainable"] for label, e in results["recipes"].items()}
     assert 0 < trainable["linear_probe"] < trainable["qimia_transfer_head"]
     assert (run / "base" / "checkpoints" / "last.ckpt").exists()

@@ -37,7 +37,7 @@ from torch import nn
 from qimia.data.subsets import LabelSubsetDataModule
 from qimia.experiment.report import pyplot, save_figure
 from qimia.experiment.stats import mean_std, plus_minus
-from qimia.models import create_model, matched_pair
+from qimia.models import create_model, fixed_kwargs, matched_pair
 from qimia.models.transfer import build_base
 from qimia.params import count_parameters
 from qimia.training import ClassificationModule
@@ -165,7 +165,9 @@ def run_transfer(cfg: DictConfig, out_dir: str | Path, *, command: str = "qimia 
             **OmegaConf.to_container(cfg.head, resolve=True)}
     models: dict[str, dict[str, Any]] = {}
     for label, recipe in recipes.items():
-        kwargs = {**head, **{k: v for k, v in recipe.items() if k not in RECIPE_KEYS}}
+        # the shared head kwargs, then what the model's name fixes (linear_probe: depth=0), then the recipe's own
+        own = {k: v for k, v in recipe.items() if k not in RECIPE_KEYS}
+        kwargs = {**head, **fixed_kwargs(recipe["model"]), **own}
         if recipe.get("match"):
             pair = matched_pair(recipe["model"], recipe["match"], **kwargs)
             kwargs[pair.knob] = pair.value
