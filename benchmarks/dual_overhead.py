@@ -3,15 +3,19 @@
 Runs are interleaved (plain, recorded fp32, recorded fp16, repeated ``--repeats`` times) in
 one process so that they see the same machine load; the median per-step time of each is
 reported with the ratio to plain training (goal: <= 1.3x). The recorded time includes
-writing the shards (fsync) and resume checkpoints to disk.
+writing the shards (fsync) and resume checkpoints to disk. MNIST is read from ``--data-path``
+(default ``$QIMIA_DATA_DIR/mnist.pkl.gz``, else ``data/mnist.pkl.gz``).
 
     python benchmarks/dual_overhead.py      # writes benchmarks/results/dual_overhead.{json,md}
+    python benchmarks/dual_overhead.py --data digits --steps 10 --repeats 1 --hidden 64 64 \
+        --out /tmp/dual_overhead            # a quick check (seconds), results elsewhere
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -22,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from qimia.dual.data import batch_indices, load_images
+from qimia.data.image_tasks import index_batches, load_task
 from qimia.dual.experiments.common import make_mlp
 from qimia.dual.recorder import DualRecorder
 
@@ -31,14 +35,16 @@ RESULTS = Path(__file__).parent / "results"
 
 def train(xtr: torch.Tensor, ytr: torch.Tensor, steps: int, batch: int, hidden: list[int],
           record: str | None, tmp: Path) -> float:
-    """Seconds per step of ``steps`` SGD steps (``record``: None, "float32" or "float16")."""
+    """Seconds per step of ``steps`` SGD steps on ``xtr (N, 1, 28, 28)``, ``ytr (N,)`` (``record``:
+    None, "float32" or "float16"); every run draws the same batches."""
     torch.manual_seed(0)
     model = make_mlp(784, hidden, 10)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     rec = DualRecorder(model, opt, str(tmp / "store"), dtype=record, overwrite=True) if record else None
+    batches = index_batches(len(ytr), batch, seed=0)
     t0 = time.perf_counter()
-    for step in range(steps):
-        idx = batch_indices(len(xtr), batch, step, 0)
+    for _ in range(steps):
+        idx = next(batches)
         if rec is not None:
             rec.set_batch(idx, ytr[idx])
         loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
@@ -55,13 +61,15 @@ def train(xtr: torch.Tensor, ytr: torch.Tensor, steps: int, batch: int, hidden: 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", choices=["mnist", "digits"], default="mnist")
+    p.add_argument("--data-path", default=str(Path(os.environ.get("QIMIA_DATA_DIR", "data")) / "mnist.pkl.gz"),
+                   help="mnist.pkl.gz (--data mnist)")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--hidden", type=int, nargs="+", default=[800, 800])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=str(RESULTS / "dual_overhead"))
     a = p.parse_args()
-    (xtr, ytr), _ = load_images(a.data)
+    (xtr, ytr), _ = load_task(a.data, a.data_path)                               # images (N, 1, 28, 28)
     tmp = Path(tempfile.mkdtemp(prefix="dual_overhead_"))
     times: dict[str, list[float]] = {"plain": [], "recorded_fp32": [], "recorded_fp16": []}
     for _ in range(a.repeats):

@@ -11,15 +11,19 @@ Both methods score the same test examples against the same training examples (th
   checkpoints (the final model included), lr-weighted as captum does.
 
 Agreement: Spearman rank correlation between the per-training-example scores of each test
-example, mean +- std over test examples. Run:
+example, mean +- std over test examples. MNIST is read from ``--data-path`` (default
+``$QIMIA_DATA_DIR/mnist.pkl.gz``, else ``data/mnist.pkl.gz``). Run:
 
     python benchmarks/dual_tracin.py            # writes benchmarks/results/dual_tracin.{json,md}
+    python benchmarks/dual_tracin.py --data digits --n-train 500 --n-test 10 --steps 20 --hidden 64 64 \
+        --out /tmp/dual_tracin                  # a quick check (seconds), results elsewhere
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -30,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 
-from qimia.dual.data import batch_indices, load_images
+from qimia.data.image_tasks import index_batches, load_task
 from qimia.dual.experiments.common import accuracy, make_mlp
 from qimia.dual.explain import example_scores, layer_inputs_and_errors
 from qimia.dual.recorder import DualRecorder
@@ -46,6 +50,8 @@ def spearman_rows(a: torch.Tensor, b: torch.Tensor) -> list[float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", choices=["mnist", "digits"], default="mnist")
+    p.add_argument("--data-path", default=str(Path(os.environ.get("QIMIA_DATA_DIR", "data")) / "mnist.pkl.gz"),
+                   help="mnist.pkl.gz (--data mnist)")
     p.add_argument("--n-train", type=int, default=5000)
     p.add_argument("--n-test", type=int, default=100)
     p.add_argument("--steps", type=int, default=300)
@@ -58,8 +64,10 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS / "dual_tracin"))
     a = p.parse_args()
 
-    (xtr, ytr), (xte, yte) = load_images(a.data)
+    (xtr, ytr), (xte, yte) = load_task(a.data, a.data_path)                      # images (N, 1, 28, 28)
     xtr, ytr, xte, yte = xtr[: a.n_train], ytr[: a.n_train], xte[: a.n_test], yte[: a.n_test]
+    if a.batch_size > len(ytr):
+        p.error(f"--batch-size {a.batch_size} exceeds the {len(ytr)} training examples (--n-train).")
     torch.manual_seed(0)
     model = make_mlp(784, a.hidden, 10)
     opt = torch.optim.SGD(model.parameters(), lr=a.lr)
@@ -67,8 +75,9 @@ def main() -> None:
     rec = DualRecorder(model, opt, str(tmp / "store"))
     ckpt_steps = sorted({int(round(a.steps * (j + 1) / a.checkpoints)) for j in range(a.checkpoints)})
     ckpts = []
+    batches = index_batches(len(ytr), a.batch_size, seed=0)
     for step in range(a.steps):
-        idx = batch_indices(len(xtr), a.batch_size, step, 0)
+        idx = next(batches)
         rec.set_batch(idx, ytr[idx])
         loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
         opt.zero_grad()

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from qimia.data.image_tasks import (
-    ImageTaskDataModule, TwoTaskBatches, TwoTaskDataModule, load_digits_28, load_second_task, load_task, permute_pixels,
+    ImageTaskDataModule, TwoTaskBatches, TwoTaskDataModule, index_batches, load_digits_28, load_second_task, load_task,
+    permute_pixels,
 )
 
 
@@ -28,6 +29,19 @@ def test_training_batches_carry_example_and_task_ids():
     assert images.shape == (32, 1, 28, 28) and torch.equal(tasks, torch.zeros(32, dtype=torch.long))
     train_images, train_labels = data.train_set.tensors[:2]
     assert torch.equal(train_images[ids], images) and torch.equal(train_labels[ids], labels)
+
+
+def test_index_batches_follow_the_engine_shuffle_and_drop_the_last_batch():
+    data = ImageTaskDataModule(task="digits", batch_size=100, seed=3)
+    data.setup()
+    n = len(data.train_set)
+    batches = index_batches(n, 100, seed=3)
+    epoch0 = [next(batches) for _ in range(n // 100)]
+    loader = [b[2] for b in data.train_dataloader()]                       # example ids of the engine's batches
+    assert all(torch.equal(a, b) for a, b in zip(epoch0, loader, strict=True))
+    assert not torch.equal(next(batches), epoch0[0])                       # epoch 1: a new shuffle
+    with pytest.raises(ValueError, match="does not fit"):
+        next(index_batches(5, 6))
 
 
 @pytest.mark.parametrize("mode", ["continual", "joint"])

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from qimia.data.base import SplitDataModule, split_indices
+from qimia.data.base import EpochSeededSampler, SplitDataModule, split_indices
 from qimia.data.mnist import load_mnist_pkl
 
 Split = tuple[Tensor, Tensor]  # images (N, 1, 28, 28) in [0, 1], labels (N,)
@@ -94,6 +94,24 @@ def load_second_task(second: str, first: tuple[Split, Split], fashion_root: str 
     raise ValueError(f"unknown second task {second!r}; choose one of {SECOND_TASKS}.")
 
 
+def index_batches(n: int, batch_size: int, seed: int = 0) -> Iterator[Tensor]:
+    """Endless ``(batch_size,)`` batches of indices into ``range(n)``: the shuffle of every epoch is
+    :class:`~qimia.data.base.EpochSeededSampler`'s (drawn from ``(seed, epoch)`` only, the training
+    engine's order), the last incomplete batch of an epoch is dropped.
+
+    Raises:
+        ValueError: ``batch_size`` is not in ``[1, n]``.
+    """
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"batch_size={batch_size} does not fit {n} examples: pass 1 <= batch_size <= {n}.")
+    sampler, epoch = EpochSeededSampler(range(n), seed), 0
+    while True:
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler))                                                   # (n,)
+        yield from order[: n // batch_size * batch_size].view(-1, batch_size)
+        epoch += 1
+
+
 def indexed_dataset(train: Split, task: int = 0, first_id: int = 0) -> TensorDataset:
     """``(image, label, example id, task id)`` rows; ids count from ``first_id``."""
     images, labels = train
@@ -150,17 +168,8 @@ class TwoTaskBatches(Sampler[list[int]]):
             raise ValueError(f"batch_size={batch_size} does not fit {mode} batches of tasks with {sizes} examples.")
         self.sizes, self.per_batch, self.steps, self.mode, self.seed = sizes, per_batch, steps_per_task, mode, seed
 
-    def _draws(self, task: int) -> Iterator[Tensor]:
-        """Endless batches of task ``task``'s own indices (drop-last shuffles)."""
-        n, b, epoch = self.sizes[task], self.per_batch[task], 0
-        while True:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed((self.seed + task) * 100_003 + epoch))
-            for i in range(n // b):
-                yield order[i * b:(i + 1) * b]
-            epoch += 1
-
     def __iter__(self) -> Iterator[list[int]]:
-        first, second = self._draws(0), self._draws(1)
+        first, second = (index_batches(self.sizes[t], self.per_batch[t], self.seed + t) for t in (0, 1))
         offset = self.sizes[0]
         for step in range(2 * self.steps):
             if self.mode == "continual":
