@@ -61,3 +61,27 @@ def test_training_batches_move_each_step_and_repeat_for_the_same_step():
     val_images, _ = next(iter(dm.val_dataloader()))
     assert val_images.shape[-2:] == (20, 20)
     assert dm.net_kwargs == {"num_classes": 10, "in_chans": 1}
+
+
+def test_a_trainer_sees_translated_training_and_validation_batches():
+    import lightning as L
+
+    from qimia.attention.ram import RAMConfig, RecurrentAttentionModel
+    from qimia.training.ram import RAMModule
+
+    shapes = []
+
+    class Spy(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            shapes.append(("train", tuple(batch[0].shape)))
+
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            shapes.append(("val", tuple(batch[0].shape)))
+
+    dm = TranslatedDataModule(DigitsDataModule(normalize=False, batch_size=16), canvas=20)
+    net = RecurrentAttentionModel(RAMConfig(patch=4, hidden=8, glimpse_hidden=8, glimpse_size=8, glimpses=2))
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0, logger=False, accelerator="cpu",
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[Spy()])
+    trainer.fit(RAMModule(net, optimizer=torch.optim.Adam), datamodule=dm)
+    assert shapes == [("train", (16, 1, 20, 20)), ("train", (16, 1, 20, 20)), ("val", (16, 1, 20, 20))]
