@@ -180,3 +180,7 @@ def test_bad_values_are_reported_before_training(capsys, tmp_path):
     assert "choose a non-empty list" in capsys.readouterr().err
     assert run("ram", "test_checkpoint=first", f"hydra.run.dir={tmp_path}") == 2
     assert "choose best" in capsys.readouterr().err
+    assert run("ut", "+net.depth=3", f"hydra.run.dir={tmp_path}") == 2  # added on purpose, but no model takes it
+    assert "['depth']" in capsys.readouterr().err
+    assert run("ram", "+net.depth=3", f"hydra.run.dir={tmp_path}") == 2
+    assert "depth" in capsys.readouterr().err

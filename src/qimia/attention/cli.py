@@ -79,8 +79,19 @@ UT_MODELS: dict[str, Callable[[DictConfig, int], nn.Module]] = {
 }
 
 
+#: the ``net`` keys of ``qimia memory ut`` (each model takes those its config has)
+UT_NET_KEYS = ({f.name for f in fields(UTConfig)} | {f.name for f in fields(DeepTransformerConfig)}) - {"vocab", "act"}
+
+
 def build_ut_net(cfg: DictConfig, datamodule: Any, model: str | None = None) -> nn.Module:
-    """``UT_MODELS[model]`` (default: the one entry of ``cfg.models``, as in a run folder's config)."""
+    """``UT_MODELS[model]`` (default: the one entry of ``cfg.models``, as in a run folder's config).
+
+    Raises:
+        ValueError: an unknown model, or a ``net`` key no model has.
+    """
+    unknown = sorted(set(cfg.net) - UT_NET_KEYS)
+    if unknown:
+        raise ValueError(f"net has keys no model of qimia memory ut takes: {unknown}; known: {sorted(UT_NET_KEYS)}.")
     if model is None:
         if len(cfg.models) != 1:
             raise ValueError(f"models={list(cfg.models)}: name the model to build (one of them).")
