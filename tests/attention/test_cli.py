@@ -67,6 +67,7 @@ def test_good_run_writes_results_and_checkpoints(runs, command):
     if command == "ram":
         assert 0.0 <= results["test"]["test/error"] <= 1.0 and results["parameters"] > 0
         assert [row["epoch"] for row in results["curve"]] == [1] and "val/error" in results["curve"][0]
+        assert results["test_checkpoint"] == "best"
     elif command == "ut":
         summary = results["summary"]
         assert set(summary) == {"ut_act", "transformer"}
@@ -154,6 +155,14 @@ def test_checkpoint_round_trip_gives_the_same_predictions(runs, command, folder)
     fresh.load_state_dict(trained)
     torch.testing.assert_close(_prediction(command, net), _prediction(command, fresh), rtol=0, atol=0)
     assert not torch.equal(_prediction(command, net), _prediction(command, BUILDERS[command](cfg, instantiate(cfg.data)).eval()))
+
+
+def test_ram_resumes_from_last_with_the_whole_curve(tmp_path):
+    tiny = [o for o in TINY["ram"] if not o.startswith("trainer.max_epochs")]
+    assert run("ram", *tiny, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}") == 0
+    assert run("ram", *tiny, "trainer.max_epochs=2", "ckpt_path=last", f"hydra.run.dir={tmp_path}") == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [row["epoch"] for row in results["curve"]] == [1, 2]
 
 
 def test_composed_configs_keep_the_recipes():

@@ -163,7 +163,8 @@ def ram(cfg: DictConfig) -> float | None:
     seconds = time.perf_counter() - start
     if trainer.interrupted:
         return None
-    if cfg.test_checkpoint == "best" and best.best_model_path:
+    tested = "best" if cfg.test_checkpoint == "best" and best.best_model_path else "last"  # no best without validation
+    if tested == "best":
         state = torch.load(best.best_model_path, map_location=module.device, weights_only=True)["state_dict"]
         module.load_state_dict(state)
     test = engine_test(trainer, module, datamodule=datamodule)
@@ -177,13 +178,13 @@ def ram(cfg: DictConfig) -> float | None:
     best_score = best.best_model_score
     _write_json(out / "results.json", {
         "test": test,
-        "test_checkpoint": cfg.test_checkpoint,
+        "test_checkpoint": tested,  # the weights the test split was scored with
         "best_val_error": None if best_score is None else float(best_score),
         "parameters": count_parameters(net),
         "train_seconds": seconds,
         "curve": history.epochs,
     })
-    print(f"[ram] test error {test['test/error']:.4f} ({cfg.test_checkpoint} weights); outputs in {out}")
+    print(f"[ram] test error {test['test/error']:.4f} ({tested} weights); outputs in {out}")
     return test["test/error"]
 
 
