@@ -30,7 +30,8 @@ def test_training_loss_is_bits_per_sequence():
     batch = CopyTask().sample(3, 2, torch.Generator().manual_seed(0))
     m = module(0.0)
     loss = m.step(batch, "train")
-    torch.testing.assert_close(loss, sequence_metrics(torch.zeros(3, 5, 8), batch.targets, batch.mask).bits_per_sequence)
+    expected = sequence_metrics(torch.zeros(3, 5, 8), batch.targets, batch.mask).bits_per_sequence
+    torch.testing.assert_close(loss, expected)
     assert loss.item() == pytest.approx(16.0)  # 2 vectors of 8 bits at 1 bit each
 
 

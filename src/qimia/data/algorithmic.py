@@ -157,7 +157,8 @@ class RepeatCopyTask(AlgorithmicTask):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.min_repeats > self.max_repeats:
-            raise ValueError(f"repeat_copy: need min_repeats <= max_repeats, got {self.min_repeats} > {self.max_repeats}.")
+            raise ValueError(f"repeat_copy: need min_repeats <= max_repeats, got {self.min_repeats} > "
+                             f"{self.max_repeats}.")
 
     @property
     def input_size(self) -> int:

@@ -18,7 +18,8 @@ def main(cfg: DictConfig) -> float | None:
 
     results = train(cfg, output_dir())
     test = results["test"]
+    bits, wrong = test.get("bits", float("nan")), test.get("wrong_bits", float("nan"))
     print(f"[memory] {results['model']} on {results['task']}: {results['parameters']:,} parameters, "
-          f"{results['steps']} steps ({results['sequences']:,} sequences); test bits {test.get('bits', float('nan')):.3f}, "
-          f"wrong bits {test.get('wrong_bits', float('nan')):.3f} per sequence; outputs in {output_dir()}")
+          f"{results['steps']} steps ({results['sequences']:,} sequences); test bits {bits:.3f}, "
+          f"wrong bits {wrong:.3f} per sequence; outputs in {output_dir()}")
     return test.get("wrong_bits")

@@ -76,7 +76,8 @@ class SequenceModule(TaskModule):
                     f"the loss became {metrics.bits_per_sequence.item()} at step {self.global_step}: lower "
                     "optimizer.lr or clip the gradients (trainer.gradient_clip_val), then resume from the last "
                     "good checkpoint with ckpt_path=<run folder>/checkpoints/last.ckpt.")
-            self.log("train/bits", metrics.bits_per_sequence, on_step=True, on_epoch=False, prog_bar=True, batch_size=size)
+            self.log("train/bits", metrics.bits_per_sequence, on_step=True, on_epoch=False, prog_bar=True,
+                     batch_size=size)
             self.log("train/wrong_bits", metrics.wrong_bits_per_sequence, on_step=True, on_epoch=False, batch_size=size)
             return metrics.bits_per_sequence
         prefix = stage if batch.length in self.train_lengths else f"{stage}/len{batch.length}"
