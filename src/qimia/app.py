@@ -172,6 +172,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# keys that take a count or an explicit list (``seeds=5`` or ``seeds=[3,4]``)
+COUNT_OR_LIST_KEYS = frozenset({"seeds"})
+
+
 def _fits(value: Any, like: Any) -> bool:
     """Whether ``value`` can stand where the packaged config has ``like``."""
     if like is None or value is None or isinstance(like, str) and like.startswith("${"):
@@ -238,6 +242,8 @@ def check_types(cfg: DictConfig, defaults: DictConfig, keys: Sequence[str], *, s
             continue
         like = OmegaConf.select(defaults, key, default=None, throw_on_missing=False)
         plain = OmegaConf.to_object(value) if isinstance(value, ListConfig) else value
+        if key in COUNT_OR_LIST_KEYS and isinstance(plain, list) and all(_fits(v, like) for v in plain):
+            continue
         if not _fits(plain, like):
             raise ConfigError(
                 f"{key}={plain!r}: expected {_type_name(like)} (the default is {like!r}). "

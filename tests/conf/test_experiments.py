@@ -59,7 +59,7 @@ def test_experiment_names_its_command(name):
 def test_experiment_runs_one_batch(name, offline_data, tmp_path):
     tiny = name not in ("transfer", "transfer_base")  # the transfer head's base config is already small
     overrides = [f"experiment={name}", *offline_overrides(name, offline_data), "trainer.fast_dev_run=true",
-                 f"tiny={str(tiny).lower()}", "threads=1", "loggers=[]", "trainer.enable_progress_bar=false"]
+                 f"tiny={str(tiny).lower()}", "threads=1", "logger=[]", "trainer.enable_progress_bar=false"]
     cfg = compose_config(overrides)
     result = run_training(cfg, tmp_path)
     assert result.params > 0 and result.test, result
@@ -69,3 +69,18 @@ def test_experiment_runs_one_batch(name, offline_data, tmp_path):
     datamodule.setup("fit")
     match_arms(cfg.model.name, model_kwargs(cfg, datamodule), arms, reference_arm(cfg, arms), match=True)
     assert all(a.params > 0 for a in arms)
+
+
+COMPARISONS = [n for n in EXPERIMENTS if compose_config([f"experiment={n}"]).command.split()[1] == "compare"]
+
+
+@pytest.mark.parametrize("name", COMPARISONS)
+def test_every_shipped_comparison_is_parameter_matched_within_one_percent(name, offline_data):
+    from qimia.experiment.compare import plan_arms
+
+    cfg = compose_config([f"experiment={name}", *offline_overrides(name, offline_data)])
+    arms, reference = plan_arms(cfg)
+    assert {"residual", "dwa", "attnres"} <= {a.overrides.get("mixer") for a in arms}, "control arms"
+    for arm in arms:
+        assert abs(arm.relative_gap) <= 0.01, f"{arm.name}: {arm.params:,} vs {reference.name}: {arm.target:,}"
+        assert arm.within_tolerance

@@ -135,18 +135,18 @@ class RunProgress(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
 
-    def _line(self, trainer: L.Trainer, what: str, end: str = "") -> None:
+    def _line(self, trainer: L.Trainer, what: str, epoch: int, end: str = "") -> None:
         if not trainer.is_global_zero:
             return
         epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         metrics = ", ".join(f"{k} {float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items())
                             if k.startswith(what) and torch.as_tensor(v).numel() == 1)
-        print(f"{self.label}: epoch {trainer.current_epoch + 1}{epochs}, step {trainer.global_step}"
+        print(f"{self.label}: epoch {epoch}{epochs}, step {trainer.global_step}"
               f"{', ' + metrics if metrics else ''}, {time.perf_counter() - self._start:.0f} s{end}", flush=True)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self._line(trainer, "val/")
+            self._line(trainer, "val/", trainer.current_epoch + 1)  # (the epoch under way)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._line(trainer, "train/", end=", done")
+        self._line(trainer, "train/", trainer.current_epoch, end=", done")  # (epochs completed)

@@ -148,8 +148,10 @@ def fit(
 
 
 def test(trainer: L.Trainer, module: L.LightningModule, *, datamodule: Any = None, dataloaders: Any = None) -> dict[str, float]:
-    """The test metrics of ``module``'s current weights (``{}`` if training was interrupted)."""
+    """The test metrics of ``module``'s current weights (``{}`` if training was interrupted); the
+    table of them is printed on rank 0 of runs that show progress bars."""
     if trainer.interrupted:
         return {}
-    (metrics,) = trainer.test(module, dataloaders=dataloaders, datamodule=datamodule, verbose=trainer.is_global_zero)
+    verbose = trainer.is_global_zero and trainer.progress_bar_callback is not None
+    (metrics,) = trainer.test(module, dataloaders=dataloaders, datamodule=datamodule, verbose=verbose)
     return {k: float(v) for k, v in metrics.items()}
