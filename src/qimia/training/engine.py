@@ -107,6 +107,40 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
     return str(path)
 
 
+# keys a resumed run may change: the budget, where and how it runs, what it logs
+RESUMABLE_CHANGES = ("ckpt_path", "threads", "logger", "test", "trainer.max_epochs", "trainer.max_steps",
+                     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.limit_test_batches",
+                     "trainer.callbacks", "compare.report_only")
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def check_resume_config(cfg: DictConfig, output_dir: Path) -> None:
+    """Refuse to resume a run folder with a config that changes what was trained there.
+
+    Raises:
+        ValueError: a key outside :data:`RESUMABLE_CHANGES` differs from the folder's ``config.yaml``.
+    """
+    saved_path = output_dir / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = _flat(OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True))
+    now = _flat(OmegaConf.to_container(cfg, resolve=True))
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k)
+                     and not any(k == p or k.startswith(p + ".") for p in RESUMABLE_CHANGES))
+    if changed:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
+        raise ValueError(
+            f"resuming {output_dir} with a different config ({detail}{', ...' if len(changed) > 6 else ''}): the "
+            "checkpoint was trained with the folder's config.yaml. Resume with the same overrides, or start a new "
+            "run folder."
+        )
+
+
 def seed_run(cfg: DictConfig) -> None:
     """``torch.set_num_threads(cfg.threads)`` (if set) and seed every generator with ``cfg.seed``."""
     if cfg.threads is not None:
@@ -125,13 +159,16 @@ def fit(
     callbacks: Sequence[L.Callback] = (),
 ) -> L.Trainer:
     """Fit ``module`` with the trainer of ``cfg`` in ``output_dir`` (resuming from
-    ``cfg.ckpt_path``); writes the resolved ``config.yaml`` there first. Call :func:`seed_run`
+    ``cfg.ckpt_path``, with the folder's config: :func:`check_resume_config`); writes the resolved
+    ``config.yaml`` there first. Call :func:`seed_run`
     before building the module so its initialisation is seeded too.
 
     Returns the trainer (for :func:`test`, ``trainer.interrupted``, ``trainer.global_rank``).
     """
     output_dir = Path(output_dir)
     resume = resume_path(cfg, output_dir)
+    if resume is not None:
+        check_resume_config(cfg, output_dir)
     trainer = build_trainer(cfg, output_dir, callbacks, resume=resume)
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -153,5 +190,5 @@ def test(trainer: L.Trainer, module: L.LightningModule, *, datamodule: Any = Non
     if trainer.interrupted:
         return {}
     verbose = trainer.is_global_zero and trainer.progress_bar_callback is not None
-    (metrics,) = trainer.test(module, dataloaders=dataloaders, datamodule=datamodule, verbose=verbose)
-    return {k: float(v) for k, v in metrics.items()}
+    per_loader = trainer.test(module, dataloaders=dataloaders, datamodule=datamodule, verbose=verbose)
+    return {k: float(v) for metrics in per_loader for k, v in metrics.items()}  # (several test sets: their keys)
