@@ -16,7 +16,7 @@ from qimia.cli import main
 QUIET = ["threads=1", "trainer.enable_progress_bar=false", "logger=[csv]"]
 MLP = ["model.hidden=[8]", "data.batch_size=16", "analysis.test_subset=8"]
 TINY = {
-    "mnist": [*MLP, "trainer.max_steps=3", "analysis.figures=0", "record.keep_stores=true"],
+    "mnist": [*MLP, "seeds=[0]", "trainer.max_steps=3", "analysis.figures=0", "record.keep_stores=true"],
     "multitask": [*MLP, "data.task=digits", "data.steps_per_task=2"],
     "continual": [*MLP, "data.task=digits", "data.steps_per_task=2"],
     "lm": ["trainer.max_steps=2", "data.seq_len=8", "data.batch_size=4", "model.hidden=8", "model.embed=4",
@@ -87,6 +87,9 @@ def test_two_task_runs_rebuild_the_final_model_and_split_the_attention(runs):
         assert res["slots_per_task"] == {"0": 2 * 16, "1": 2 * 16}
         shares = res["attention_shares"]["contribution"]["test_task0"]["layer0"]
         assert shares["share_task0"][0] + shares["share_task1"][0] == pytest.approx(1.0, abs=1e-5)
+        groups = shares["share_groups"]                                       # (class, task) groups of the slots
+        assert 2 <= len(groups) <= 20 and sum(groups.values()) == pytest.approx(1.0, abs=1e-5)
+        assert {key.split(",")[1] for key in groups} == {"0", "1"}
         assert ("acc_after_task0" in res) == (mode == "continual")
         assert not (runs[command] / "store").exists()                           # record.keep_stores=false
         assert "rebuilt from W0 + task-0 slots only" in (runs[command] / "report.md").read_text()
@@ -147,7 +150,10 @@ def test_cfg_job_prints_the_config(command, capsys):
 @pytest.mark.parametrize("command", ["mnist", "multitask", "continual", "lm", "verify"])
 def test_two_seed_sweep_gives_two_run_folders(command, inputs, runs, tmp_path):
     overrides = [f"store={runs['mnist'] / 'seed0' / 'store'}"] if command == "verify" else [*inputs[command], *QUIET]
-    assert main(["dual", command, "-m", "seed=0,1", *overrides, f"hydra.sweep.dir={tmp_path}"]) == 0
+    sweep = "seed=0,1"
+    if command == "mnist":  # a run trains every seed of `seeds`: sweep over one-seed lists
+        overrides, sweep = [o for o in overrides if not o.startswith("seeds=")], "seeds=[0],[1]"
+    assert main(["dual", command, "-m", sweep, *overrides, f"hydra.sweep.dir={tmp_path}"]) == 0
     for job in ("0", "1"):
         assert (tmp_path / job / "results.json").is_file()
     if command == "mnist":  # each job trains its own seed

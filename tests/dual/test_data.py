@@ -8,7 +8,7 @@ import torch
 
 from qimia.data.image_tasks import (
     ImageTaskDataModule, TwoTaskBatches, TwoTaskDataModule, index_batches, load_digits_28, load_second_task, load_task,
-    permute_pixels,
+    permute_pixels, standardize,
 )
 
 
@@ -20,6 +20,22 @@ def test_digits_28_and_permuted_task():
     assert xp.shape == x.shape and torch.equal(yp, y) and not torch.equal(xp, x)
     assert torch.equal(xp.flatten(1).sort(1).values, x.flatten(1).sort(1).values)   # the same pixels, moved
     assert torch.equal(permute_pixels((x, y))[0], xp)                                  # one fixed permutation
+
+
+def test_standardize_uses_the_training_pixels_mean_and_ddof1_std():
+    train, test = load_digits_28()
+    (xs, ys), (xts, yts), (mean, std) = standardize(train, test)
+    pixels = train[0].double().flatten()
+    assert mean == pytest.approx(float(pixels.mean())) and std == pytest.approx(float(pixels.std(unbiased=True)))
+    assert float(xs.double().mean()) == pytest.approx(0.0, abs=1e-6)
+    assert float(xs.double().std(unbiased=True)) == pytest.approx(1.0, abs=1e-6)
+    torch.testing.assert_close(xts, (test[0] - mean) / std)                            # test set: training statistics
+    assert torch.equal(ys, train[1]) and torch.equal(yts, test[1])
+    data = ImageTaskDataModule(task="digits", standardize=True, batch_size=8)
+    data.setup()
+    assert data.mean_std == (mean, std) and torch.equal(data.test_split[0], xts)
+    with pytest.raises(ValueError, match="constant"):
+        standardize((torch.ones(4, 1, 2, 2), torch.zeros(4)), test)
 
 
 def test_training_batches_carry_example_and_task_ids():

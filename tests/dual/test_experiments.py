@@ -1,6 +1,7 @@
 """The dual-form experiments (``qimia.dual.experiments``) on the one training engine: every
-experiment config trains one batch; a trained network is rebuilt from its run folder with the
-same predictions; budgets, inputs and optimizers without a dual form are refused clearly."""
+experiment config trains one batch; the two Table 1 recipes (this project's, the official code's);
+a trained network is rebuilt from its run folder with the same predictions; budgets, inputs and
+optimizers without a dual form are refused clearly."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from qimia.data.mnist import load_mnist_pkl
 from qimia.data.text import CharTokenizer
 from qimia.dual.experiments.common import accuracy, check_budget, check_not_resumed
 from qimia.dual.experiments.mnist import run as mnist_run
-from qimia.dual.experiments.multitask import check_schedule
+from qimia.dual.experiments.multitask import check_schedule, group_shares
 from qimia.dual.reconstruct import reconstruct_layer
 from qimia.dual.store import DualStore
 from qimia.training.dual import load_net
@@ -47,7 +48,9 @@ def one_batch(tmp_path_factory, data) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("one_batch")
     mlp = ["model.hidden=[8]", "data.batch_size=8", "analysis.test_subset=4", "record.keep_stores=true"]
     overrides = {
-        "mnist": [*mlp, f"data.path={data['mnist']}", "trainer.max_steps=1", "analysis.figures=0"],
+        "mnist": [*mlp, "seeds=[0]", f"data.path={data['mnist']}", "trainer.max_steps=1", "analysis.figures=0"],
+        "mnist_official": [*mlp, "recipe=official", "seeds=[0,1]", f"data.path={data['mnist']}", "trainer.max_steps=2",
+                           "analysis.test_subset=0", "analysis.figures=0"],
         "multitask": [*mlp, "data.task=digits", "data.steps_per_task=1"],
         "continual": [*mlp, f"data.path={data['mnist']}", "data.steps_per_task=1"],
         "lm": ["corpus=text_file", f"corpus.path={data['corpus']}", "trainer.max_steps=1", "data.seq_len=8",
@@ -57,7 +60,7 @@ def one_batch(tmp_path_factory, data) -> dict[str, Path]:
     folders = {}
     for command, extra in overrides.items():
         folders[command] = root / command
-        assert main(["dual", command, *extra, *QUIET, f"hydra.run.dir={folders[command]}"]) == 0, command
+        assert main(["dual", command.split("_")[0], *extra, *QUIET, f"hydra.run.dir={folders[command]}"]) == 0, command
     return folders
 
 
@@ -67,6 +70,43 @@ def test_every_experiment_config_trains_one_batch(one_batch, command):
     store = DualStore.open(run / "store", verify="full")
     assert store.num_steps == (2 if command in ("multitask", "continual") else 1)
     assert (run / "checkpoints" / "last.ckpt").exists() and (one_batch[command] / "results.json").is_file()
+
+
+def test_the_recipes_are_this_projects_and_the_official_codes():
+    settings = lambda cfg: (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.trainer.max_steps,  # noqa: E731
+                            cfg.trainer.gradient_clip_val, cfg.data.standardize, cfg.data.batch_size)
+    project, official = compose("dual/mnist"), compose("dual/mnist", ["recipe=official"])
+    assert settings(project) == (0.1, 0.0, 3000, None, False, 128) and project.name == "mnist_mlp"
+    assert settings(official) == (3e-3, 0.9, 5000, 1.0, True, 128) and "official" in official.name
+    assert project.analysis.test_subset == official.analysis.test_subset == 0             # the whole test set
+    assert compose("dual/mnist", ["recipe=official", "optimizer.lr=0.5"]).optimizer.lr == 0.5  # the command line wins
+    assert "momentum" not in compose("dual/mnist", ["recipe=official", "optimizer=adamw"]).optimizer  # no SGD keys merged
+
+
+def test_official_recipe_scores_the_whole_test_set_over_its_seeds(one_batch, data):
+    out = one_batch["mnist_official"]
+    res = json.loads((out / "results.json").read_text())
+    (xtr, _), (xte, _) = load_task("mnist", data["mnist"])
+    assert res["n_test"] == res["test_set_size"] == len(xte) and [s["seed"] for s in res["seeds"]] == [0, 1]
+    for seed in res["seeds"]:
+        assert seed["steps"] == 2
+        row = seed["table1"]["contribution"]["layer0"]
+        assert row["n_right"] + row["n_wrong"] == len(xte)
+    setup = res["setup"]
+    assert (setup["momentum"], setup["lr"], setup["gradient_clip_val"], setup["standardize"]) == (0.9, 3e-3, 1.0, True)
+    mean, std = res["input_mean_std"]
+    assert mean == pytest.approx(float(xtr.double().mean())) and std == pytest.approx(float(xtr.double().std()))
+    report = (out / "report.md").read_text()
+    assert "Table 1 on the full test set" in report and "standardised" in report and "gradient clipping 1.0" in report
+
+
+def test_group_shares_summarise_class_task_groups():
+    ids = np.array([[0, 0], [1, 0], [0, 1], [1, 1]])                                # (class, task)
+    frac = np.array([[0.5, 0.1, 0.3, 0.1], [0.1, 0.2, 0.1, 0.6]])                  # (M=2, G=4)
+    out = group_shares(frac, ids, targets=np.array([0, 1]), task=0)
+    assert out["share_task0"] == pytest.approx([0.45, 0.15]) and out["share_task1"] == pytest.approx([0.55, 0.15])
+    assert out["share_groups"] == pytest.approx({"0,0": 0.3, "1,0": 0.15, "0,1": 0.2, "1,1": 0.35})
+    assert (out["argmax_target_own_task"], out["argmax_own_task"], out["argmax_target_class"]) == (50.0, 50.0, 100.0)
 
 
 def test_mnist_checkpoint_round_trip(one_batch, data):
@@ -167,5 +207,5 @@ def test_configs_name_their_data_by_the_path_convention():
     for command in ("mnist", "multitask", "continual"):
         cfg = compose(f"dual/{command}")
         assert cfg.data.path == f"{cfg.paths.data}/mnist.pkl.gz"
-    assert compose("dual/mnist", ["seed=3"]).seeds == [3]                     # seeds follow the run's seed
+    assert compose("dual/mnist").seeds == [0, 1, 2, 3, 4]                    # Table 1 over 5 seeds by default
     assert compose("dual/continual").mode == "continual" and compose("dual/multitask").mode == "joint"

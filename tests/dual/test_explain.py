@@ -52,6 +52,20 @@ def test_streamed_explanation_matches_brute_force(trained, score):
         torch.testing.assert_close(ex.attention(queries[name]).double(), full, rtol=1e-4, atol=1e-6)
 
 
+def test_groups_by_several_columns_total_each_class_task_combination(trained):
+    model, store, x, _ = trained
+    name = store.layer_names[0]
+    queries, _ = layer_inputs(model, x[:5], store.layer_names)
+    full = _brute(store, name, queries[name], "contribution")                    # (M, N)
+    e = DualExplainer(store, name, max_block=64).explain(queries[name], k=1, group_by=(LABEL, TASK))
+    meta = store.meta(name)
+    pairs = sorted({(int(c), int(t)) for c, t in meta[:, [LABEL, TASK]]})
+    assert e.group_ids.shape == (len(pairs), 2) and [tuple(g) for g in e.group_ids.tolist()] == pairs
+    expected = torch.stack([full[:, torch.from_numpy((meta[:, LABEL] == c) & (meta[:, TASK] == t))].sum(1)
+                            for c, t in pairs], 1)
+    torch.testing.assert_close(e.group_totals.double(), expected, rtol=1e-4, atol=1e-6)
+
+
 def test_masks_zero_out_excluded_slots(trained):
     model, store, x, _ = trained
     queries, _ = layer_inputs(model, x[:4], store.layer_names)

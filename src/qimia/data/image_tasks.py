@@ -4,7 +4,8 @@ after the other.
 
 Every training batch is ``(images (B, 1, 28, 28), labels (B,), example ids (B,), task ids (B,))``
 so a recorder can attach each training row to the example and task it came from; evaluation
-batches are ``(images, labels)``. Images are in [0, 1] (not standardised).
+batches are ``(images, labels)``. Images are in [0, 1], or standardised with ``standardize=True``
+(:func:`standardize`: the official code of Irie et al. 2022 normalises MNIST this way).
 
     single = ImageTaskDataModule(task="mnist", path="data/mnist.pkl.gz", batch_size=128)
     two = TwoTaskDataModule(task="mnist", second="permuted", mode="continual", steps_per_task=1000)
@@ -69,6 +70,26 @@ def permute_pixels(split: Split, seed: int = 1234) -> Split:
     return flat[:, order].view_as(images), labels
 
 
+def standardize(train: Split, test: Split) -> tuple[Split, Split, tuple[float, float]]:
+    """``(x - mean) / std`` for both splits, with the scalar ``mean`` and ``std`` (ddof=1) of every
+    pixel of the training images; returns ``(train, test, (mean, std))``.
+
+    This is the normalisation of the official code of Irie, Csordás, Schmidhuber 2022
+    (RobertCsordas/linear_layer_as_attention, ``measure_mean_std``: one mean and a ddof=1 std per
+    channel over all training pixels; its mean also carries a factor ``n / (n - 1)``, which changes
+    it by 1 part in 4e7 for MNIST and is left out here).
+
+    Raises:
+        ValueError: the training images are constant (``std == 0``).
+    """
+    pixels = train[0].double()
+    mean, std = float(pixels.mean()), float(pixels.std(unbiased=True))
+    if not std > 0:
+        raise ValueError("the training images are constant (pixel std 0): they cannot be standardised.")
+    scale = lambda split: ((split[0] - mean) / std, split[1])  # noqa: E731
+    return scale(train), scale(test), (mean, std)
+
+
 def load_task(task: str, path: str | Path | None = None) -> tuple[Split, Split]:
     """``(train, test)`` of ``"mnist"`` (``path``: mnist.pkl.gz, its 50k/10k split) or ``"digits"``."""
     if task == "mnist":
@@ -126,16 +147,20 @@ class ImageTaskDataModule(SplitDataModule):
     Args:
         task: ``"mnist"`` or ``"digits"``.
         path: the MNIST pickle (``task="mnist"``).
+        standardize: train and test images ``(x - mean) / std`` with the training pixels' mean and
+            std (:func:`standardize`; ``self.mean_std`` after :meth:`setup`); else in [0, 1].
         **kwargs: ``batch_size``, ``num_workers``, ``seed`` (the shuffle of every epoch is
             drawn from ``(seed, epoch)``, see :class:`~qimia.data.base.EpochSeededSampler`).
     """
 
-    def __init__(self, task: str = "mnist", path: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, task: str = "mnist", path: str | None = None, standardize: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if task not in TASKS:
             raise ValueError(f"unknown image task {task!r}; choose one of {TASKS}.")
-        self.task_name, self.path = task, path
+        self.task_name, self.path, self.standardize = task, path, standardize
         self.test_split: Split | None = None
+        self.mean_std: tuple[float, float] | None = None
 
     @property
     def net_kwargs(self) -> dict[str, Any]:
@@ -145,6 +170,8 @@ class ImageTaskDataModule(SplitDataModule):
         if self.train_set is not None:
             return
         train, test = load_task(self.task_name, self.path)
+        if self.standardize:
+            train, test, self.mean_std = standardize(train, test)
         self.train_set, self.test_split = indexed_dataset(train), test
         self.test_set = TensorDataset(*test)
 

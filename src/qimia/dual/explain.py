@@ -10,6 +10,10 @@ Two scores per slot are offered:
   keys-only store supports and is what the original authors' analysis uses; it ignores
   the values and coefficients and is therefore labelled APPROXIMATE.
 
+The analysis (per-class totals, Table 1, class x task groups) follows Irie, Csordás and
+Schmidhuber 2022, "The Dual Form of Neural Networks Revisited: Connecting Test Time Predictions
+to Training Patterns via Spotlights of Attention" (ICML 2022).
+
 Scores are computed in blocks of at most ``max_block`` elements (queries x slots) on the
 device of the explainer, never materialising the full ``(M, N)`` matrix unless asked to
 (:meth:`DualExplainer.attention`).
@@ -17,7 +21,7 @@ device of the explainer, never materialising the full ``(M, N)`` matrix unless a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,8 +44,9 @@ class Explanation:
         topk_scores: ``(M, k)`` largest scores.
         topk_slots: ``(M, k)`` their slot indices (rows of ``store.meta(layer)``).
         class_totals: ``(M, C)`` score summed per training label (None if not asked).
-        group_totals: ``(M, G)`` score summed per value of the ``group_by`` column.
-        group_ids: ``(G,)`` the values of the ``group_by`` column, in column order.
+        group_totals: ``(M, G)`` score summed per value of the ``group_by`` column(s).
+        group_ids: ``(G,)`` the sorted values of the ``group_by`` column, or ``(G, c)`` the sorted
+            distinct rows of ``c`` columns.
         total: ``(M,)`` total score over kept slots.
     """
 
@@ -146,14 +151,16 @@ class DualExplainer:
         return out
 
     def explain(self, queries: torch.Tensor, *, k: int = 10, num_classes: int | None = None,
-                group_by: int | None = None, keep: Keep = None) -> Explanation:
+                group_by: int | Sequence[int] | None = None, keep: Keep = None) -> Explanation:
         """Top-``k`` slots, per-class totals and per-group totals in one streamed pass.
 
         Args:
             queries: ``(M, d_key)`` layer inputs of the test examples.
             k: number of top slots.
             num_classes: if given, totals per training label ``0..C-1`` (label column).
-            group_by: metadata column (e.g. :data:`~qimia.dual.store.TASK`) to total by.
+            group_by: metadata column (e.g. :data:`~qimia.dual.store.TASK`) to total by, or several
+                columns: one group per distinct combination, e.g. ``(LABEL, TASK)`` gives the
+                paper's class x task groups; ``group_ids`` is then ``(G, len(group_by))``.
             keep: slots to keep (bool ``(N,)`` or a function of the metadata).
         """
         M = queries.shape[0]
@@ -164,7 +171,9 @@ class DualExplainer:
         class_totals = torch.zeros(M, num_classes, device=dev) if num_classes else None
         group_ids = group_index = group_totals = None
         if group_by is not None:
-            group_ids, group_index = np.unique(self.meta[:, group_by], return_inverse=True)
+            columns = [group_by] if isinstance(group_by, int) else list(group_by)
+            group_ids, group_index = np.unique(self.meta[:, columns], axis=0, return_inverse=True)
+            group_ids, group_index = (group_ids[:, 0] if isinstance(group_by, int) else group_ids), group_index.reshape(-1)
             group_totals = torch.zeros(M, len(group_ids), device=dev)
         total = torch.zeros(M, device=dev)
         labels = self.meta[:, LABEL]

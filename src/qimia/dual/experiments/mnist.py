@@ -1,11 +1,16 @@
-"""MNIST single task (the paper's setting): MLP 784-800-800-10, SGD lr 0.1, batch 128, 3000 updates.
+"""MNIST single task, the setting of Table 1 of Irie, Csordás, Schmidhuber 2022, "The Dual Form of
+Neural Networks Revisited: Connecting Test Time Predictions to Training Patterns via Spotlights of
+Attention" (ICML 2022): MLP 784-800-800-10, batch 128, one of two recipes (``recipe=``):
+``project`` (plain SGD lr 0.1, 3000 updates, inputs in [0, 1]) or ``official`` (the authors' code:
+SGD momentum 0.9, lr 3e-3, 5000 updates, global-norm clipping 1.0, standardised inputs).
 
 For every seed of ``cfg.seeds`` the MLP is trained by the one training engine while the
 :class:`~qimia.dual.lightning.DualRecorderCallback` records the dual-form memory of its three
 layers (run folder ``<job>/seed<N>/``: config, Lightning checkpoints, logs); then test accuracy,
-the Table 1 procedure (:func:`qimia.dual.table1.table1`) on a fixed test subset, and the paper's
-figures for a few test examples. Writes ``results.json`` and ``report.md`` (Table 1, mean +- std
-over the seeds) in the job folder.
+the Table 1 procedure (:func:`qimia.dual.table1.table1`) on the whole test set (or a fixed random
+subset, ``analysis.test_subset``), and the paper's figures for a few test examples. Writes
+``results.json`` (with ``n_test`` and ``seeds``) and ``report.md`` (Table 1, mean +- std over the
+seeds) in the job folder.
 """
 
 from __future__ import annotations
@@ -57,7 +62,8 @@ def setup_of(cfg: DictConfig, steps: int) -> dict:
     """The facts the report's header states."""
     return {"data": cfg.data.task, "hidden": list(cfg.model.hidden), "batch_size": cfg.data.batch_size,
             "steps": steps, "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1], "lr": cfg.optimizer.lr,
-            "momentum": cfg.optimizer.get("momentum", 0.0), "test_subset": cfg.analysis.test_subset,
+            "momentum": cfg.optimizer.get("momentum", 0.0), "gradient_clip_val": cfg.trainer.gradient_clip_val,
+            "standardize": bool(cfg.data.standardize), "test_subset": cfg.analysis.test_subset,
             "scores": list(cfg.analysis.scores)}
 
 
@@ -72,12 +78,13 @@ def run(cfg: DictConfig, out: Path) -> dict:
     check_not_resumed(cfg)
     if not cfg.seeds:
         raise ValueError("seeds=[] trains nothing: pass seeds=[0] or a list of seeds.")
-    data = ImageTaskDataModule(task=cfg.data.task, path=cfg.data.path, batch_size=cfg.data.batch_size,
-                               num_workers=cfg.data.num_workers)
+    data = ImageTaskDataModule(task=cfg.data.task, path=cfg.data.path, standardize=cfg.data.standardize,
+                               batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
     data.setup()
     xte, yte = data.test_split
     sub = test_subset(len(yte), cfg.analysis.test_subset)
-    results = {"command": command_line(), "config": OmegaConf.to_container(cfg, resolve=True), "seeds": []}
+    results = {"command": command_line(), "config": OmegaConf.to_container(cfg, resolve=True), "seeds": [],
+               "input_mean_std": data.mean_std}
     per_seed = []
     for i, seed in enumerate(cfg.seeds):
         seed_cfg, run_dir = with_seed(cfg, seed), out / f"seed{seed}"
@@ -123,23 +130,28 @@ def rewrite_summary(out: Path) -> dict:
                 for k in [k for k in row if k not in METRICS + ("n_right", "n_wrong")]:
                     del row[k]
     first = next(iter(results["seeds"][0]["table1"].values()))["layer0"]
-    write_summary(results, results.get("n_test", int(first["n_right"] + first["n_wrong"])), out)
+    write_summary(results, results.get("test_set_size", int(first["n_right"] + first["n_wrong"])), out)
     return results
 
 
-def write_summary(results: dict, n_test: int, out: Path) -> None:
-    """``results.json`` with the aggregate over seeds, and ``report.md`` (Table 1 per score)."""
+def write_summary(results: dict, test_set_size: int, out: Path) -> None:
+    """``results.json`` with the aggregate over seeds, ``n_test`` (the test examples Table 1 scored)
+    and ``test_set_size``, and ``report.md`` (Table 1 per score)."""
     setup, per_seed = results["setup"], [s["table1"] for s in results["seeds"]]
-    results["n_test"] = n_test
+    scored = len(test_subset(test_set_size, setup["test_subset"]))
+    results["n_test"], results["test_set_size"] = scored, test_set_size
     results["aggregate"] = {score: aggregate([t[score] for t in per_seed]) for score in setup["scores"]}
     accs = torch.tensor([s["test_acc"] for s in results["seeds"]])
     results["test_acc"] = [float(accs.mean()), float(accs.std(unbiased=False))]
+    inputs = "standardised (training mean/std, ddof=1)" if setup.get("standardize") else "in [0, 1]"
     md = (f"Command: `{results['command']}`\n\n"
           f"MNIST MLP {'-'.join(map(str, (784, *setup['hidden'], 10)))}, {setup['optimizer']} lr {setup['lr']} "
-          f"momentum {setup['momentum']}, batch {setup['batch_size']}, {setup['steps']} steps, data={setup['data']}, "
+          f"momentum {setup['momentum']}, gradient clipping {setup.get('gradient_clip_val')}, batch "
+          f"{setup['batch_size']}, {setup['steps']} steps, data={setup['data']} (inputs {inputs}), "
           f"seeds {[s['seed'] for s in results['seeds']]}; test accuracy {results['test_acc'][0]:.2f} +- "
           f"{results['test_acc'][1]:.2f}% (full test set); Table 1 on "
-          f"{len(test_subset(n_test, setup['test_subset']))} fixed random test examples.\n\n")
+          + ("the full test set" if scored == test_set_size else f"{scored} fixed random test examples")
+          + f" ({scored} of {test_set_size}).\n\n")
     md += "\n".join(to_markdown(results["aggregate"][score], len(per_seed), score) for score in setup["scores"])
     (out / "report.md").write_text(md)
     write_json(out / "results.json", results)

@@ -9,9 +9,16 @@ One training run by the one training engine, recorded by the
 validation sets after ``steps_per_task`` steps (the continual run's checkpoint after task 0) and
 at the end.
 
+The setting of the multi-task and continual experiments of Irie, Csordás, Schmidhuber 2022, "The
+Dual Form of Neural Networks Revisited: Connecting Test Time Predictions to Training Patterns via
+Spotlights of Attention" (ICML 2022): the paper's MLP 784-800-800-10 (``model.hidden``) and the
+training slots split into 20 groups, one per (class, task).
+
 Reported:
-* per-task attention shares: for test examples of each task, the fraction of the total
-  attention score (per layer) that goes to slots of task 0 and of task 1;
+* attention per group: for test examples of each task and each layer, the fraction of the total
+  attention score that goes to the slots of each of the 20 (class, task) groups, summed per task
+  (the task shares), and how often the group with the largest share is (the target class, the
+  test example's own task), is the own task, or is the target class (either task);
 * masking: the model rebuilt from ``W_0`` and only task 0's slots, with the exact final
   coefficients (momentum tails and weight-decay shrink of the later steps included), and
   its accuracy on both tasks, next to the model after task 0 (continual) and the final model.
@@ -34,7 +41,7 @@ from qimia.dual.experiments.common import (
 )
 from qimia.dual.explain import DualExplainer, layer_inputs
 from qimia.dual.reconstruct import reconstruct_model
-from qimia.dual.store import TASK
+from qimia.dual.store import LABEL, TASK
 
 MODES = ("continual", "joint")
 
@@ -90,18 +97,16 @@ def run(cfg: DictConfig, out: Path) -> dict:
     res["acc_masked_keep_task1"] = evaluate(reconstruct_model(store, module, keep=lambda m: m[:, TASK] == 1))
 
     shares: dict = {}
-    for t, (xt, _) in enumerate(test):
+    for t, (xt, yt) in enumerate(test):
         sub = torch.randperm(len(xt), generator=torch.Generator().manual_seed(0))[: cfg.analysis.test_subset]
         queries, _ = layer_inputs(module, xt[sub], store.layer_names)
         for name in store.layer_names:
             key = f"layer{store.layer(name).index}"
             for score in cfg.analysis.scores:
-                e = DualExplainer(store, name, score=score, device=cfg.analysis.device).explain(queries[name], k=1, group_by=TASK)
-                frac = (e.group_totals / e.total[:, None]).numpy()                   # (M, G)
-                gids = [int(g) for g in e.group_ids]
-                shares.setdefault(score, {}).setdefault(f"test_task{t}", {})[key] = {
-                    f"share_task{g}": [float(np.mean(frac[:, j])), float(np.std(frac[:, j]))]
-                    for j, g in enumerate(gids)}
+                explainer = DualExplainer(store, name, score=score, device=cfg.analysis.device)
+                e = explainer.explain(queries[name], k=1, group_by=(LABEL, TASK))
+                shares.setdefault(score, {}).setdefault(f"test_task{t}", {})[key] = group_shares(
+                    (e.group_totals / e.total[:, None]).numpy(), e.group_ids, yt[sub].numpy(), t)
     res["attention_shares"] = shares
     res["slots_per_task"] = {int(g): int(c) for g, c in zip(*np.unique(store.meta(0)[:, TASK], return_counts=True))}
     if not cfg.record.keep_stores:
@@ -109,6 +114,33 @@ def run(cfg: DictConfig, out: Path) -> dict:
     write_json(out / "results.json", res)
     (out / "report.md").write_text(to_markdown(res))
     return res
+
+
+def group_shares(frac: np.ndarray, group_ids: np.ndarray, targets: np.ndarray, task: int) -> dict:
+    """Summary of the attention of ``M`` test examples of ``task`` over the (class, task) groups.
+
+    Args:
+        frac: ``(M, G)`` share of each example's total attention score per group (rows sum to 1).
+        group_ids: ``(G, 2)`` the groups' ``(class, task)``.
+        targets: ``(M,)`` the examples' classes.
+
+    Returns:
+        ``share_task<k>`` ``[mean, std]`` over examples of the share of task ``k``'s slots;
+        ``share_groups`` ``{"<class>,<task>": mean share}``; and the % of examples whose largest
+        group is ``(target, task)`` (``argmax_target_own_task``), has ``task``
+        (``argmax_own_task``), or has the target class (``argmax_target_class``).
+    """
+    top = group_ids[frac.argmax(1)]                                                  # (M, 2)
+    out: dict = {}
+    for k in np.unique(group_ids[:, 1]):
+        per_example = frac[:, group_ids[:, 1] == k].sum(1)                           # (M,)
+        out[f"share_task{int(k)}"] = [float(per_example.mean()), float(per_example.std())]
+    out["share_groups"] = {f"{int(c)},{int(k)}": float(m) for (c, k), m in zip(group_ids, frac.mean(0))}
+    pct = lambda hit: float(100.0 * np.mean(hit))  # noqa: E731
+    out["argmax_target_own_task"] = pct((top[:, 0] == targets) & (top[:, 1] == task))
+    out["argmax_own_task"] = pct(top[:, 1] == task)
+    out["argmax_target_class"] = pct(top[:, 0] == targets)
+    return out
 
 
 def to_markdown(res: dict) -> str:
@@ -127,11 +159,16 @@ def to_markdown(res: dict) -> str:
               f"| rebuilt from W0 + task-1 slots only (mask task 0) | {f(res['acc_masked_keep_task1'])} |", ""]
     for score, per_test in res["attention_shares"].items():
         tag = " (APPROXIMATE)" if score == "key" else " (exact)"
-        lines += [f"Attention share per training task, score = {score}{tag}, mean +- std over test examples:", "",
-                  "| test set | layer | share of task-0 slots | share of task-1 slots |", "|---|---|---|---|"]
+        lines += [f"Attention over the {len(next(iter(next(iter(per_test.values())).values()))['share_groups'])} "
+                  f"(class, task) groups of training slots, score = {score}{tag}: the share per training task "
+                  "(mean +- std over test examples) and the % of test examples whose largest group is "
+                  "(target, own task) / the own task / the target class:", "",
+                  "| test set | layer | share of task-0 slots | share of task-1 slots | argmax = (target, own task) "
+                  "| argmax = own task | argmax = target class |", "|---|---|---|---|---|---|---|"]
         for test_name, layers in per_test.items():
             for layer, sh in layers.items():
                 c = [f"{sh[k][0]:.3f} +- {sh[k][1]:.3f}" if k in sh else "-" for k in ("share_task0", "share_task1")]
-                lines.append(f"| {test_name} | {layer} | {c[0]} | {c[1]} |")
+                p = [f"{sh[k]:.1f}" for k in ("argmax_target_own_task", "argmax_own_task", "argmax_target_class")]
+                lines.append(f"| {test_name} | {layer} | {c[0]} | {c[1]} | {p[0]} | {p[1]} | {p[2]} |")
         lines.append("")
     return "\n".join(lines)
