@@ -136,7 +136,7 @@ def test_hyperparameters_reach_the_loggers(tmp_path):
 def test_resuming_with_another_model_is_refused(tmp_path):
     run_training(compose_config([*FAST, "trainer.max_steps=2", "trainer.max_epochs=1", "logger=[]", "test=false"]),
                  tmp_path)
-    with pytest.raises(ValueError, match=r"different config \(model.width: 8 -> 12"):
+    with pytest.raises(ValueError, match=r"different config \(model.width: 16 -> 12"):
         run_training(compose_config([*FAST, "trainer.max_steps=4", "trainer.max_epochs=1", "logger=[]", "test=false",
                                      "ckpt_path=last", "model.width=12"]), tmp_path)
     # a longer budget is what resuming is for
