@@ -107,10 +107,11 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
     return str(path)
 
 
-# keys a resumed run may change: the budget, where and how it runs, what it logs
+# keys a resumed run may change: the budget, where and how it runs, what it logs, which comparison
+# it belongs to (one run's own arm and seed are fixed by its folder)
 RESUMABLE_CHANGES = ("ckpt_path", "threads", "logger", "test", "trainer.max_epochs", "trainer.max_steps",
                      "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.limit_test_batches",
-                     "trainer.callbacks", "compare.report_only")
+                     "trainer.callbacks", "seeds", "command", "compare")
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
