@@ -192,6 +192,7 @@ def run_arm(cfg: DictConfig, run_dir: str | Path, *, sweep: dict[str, Any] | Non
             "arm": arm.name, "seed": int(cfg.seed), "sweep": dict(sweep or {}), "fingerprint": fingerprint,
             "code": code_hash(), "arm_overrides": arm.overrides, "knob": arm.knob, "knob_value": arm.knob_value,
             "target_params": arm.target, "reference": reference_arm(cfg, arms).name, "title": cfg.name,
+            "phase": cfg.compare.phase, "arm_order": [a.name for a in arms],
             **result.to_dict(),
             "attention": _attention(keep["net"], keep["datamodule"], cfg.compare.attention_batch),
         }
@@ -296,7 +297,7 @@ def tune_learning_rates(prog: str, config: str, task: str, cfg: DictConfig, over
     grid = lr_grid(cfg)
     mine = [o for o in overrides if not o.startswith("optimizer.lr=")]
     code = _launch(prog, config, task, mine, tune_dir, arms, [seed], ["optimizer.lr"],
-                   extra=[f"optimizer.lr={','.join(map(repr, grid))}"])
+                   extra=[f"optimizer.lr={','.join(map(repr, grid))}", "compare.phase=tune"])
     if code != 0:
         return None
     records = [json.loads(p.read_text()) for p in sorted(tune_dir.glob(f"*/{RESULT_FILE}"))]
