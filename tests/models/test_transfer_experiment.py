@@ -13,7 +13,7 @@ import torch
 from qimia.cli import main
 from qimia.data.mnist import MNISTDataModule
 from qimia.data.subsets import LabelSubsetDataModule
-from qimia.experiment.transfer import load_trained
+from qimia.experiment.train import load_run
 
 TINY = ["threads=1", "base.kwargs.width=4", "base.train_size=60", "base.test_size=30", "base.epochs=1",
         "target.train_size=30", "target.test_size=30", "trainer.max_epochs=1", "head.dim=8", "head.depth=1",
@@ -45,6 +45,7 @@ def test_a_run_writes_results_figure_and_a_lightning_run_folder_per_network(run)
         for seed in (0, 1):
             folder = run / label / f"seed{seed}"
             assert (folder / "checkpoints" / "last.ckpt").exists() and (folder / "config.yaml").exists()
+            assert (folder / "net.yaml").exists()
             assert (folder / "csv" / "metrics.csv").exists()
     probe, qimia = (results["recipes"][name]["model"] for name in ("linear_probe", "qimia_transfer_head"))
     assert probe["depth"] == 0 and qimia["depth"] == 1  # the name's fixed kwarg wins over head.depth
@@ -58,7 +59,7 @@ def test_a_run_writes_results_figure_and_a_lightning_run_folder_per_network(run)
 
 def test_a_trained_recipe_is_rebuilt_from_its_run_folder_with_the_same_predictions(run, fake_mnist):
     results = json.loads((run / "results.json").read_text())
-    net = load_trained(run / "qimia_transfer_head" / "seed1")
+    net = load_run(run / "qimia_transfer_head" / "seed1")
     data = LabelSubsetDataModule(MNISTDataModule(path=str(fake_mnist)), [5, 6, 7, 8, 9], train_size=30,
                                  test_size=30, split_seed=1)
     data.setup("fit")
@@ -66,7 +67,7 @@ def test_a_trained_recipe_is_rebuilt_from_its_run_folder_with_the_same_predictio
     with torch.no_grad():
         accuracy = (net(images).argmax(-1) == labels).float().mean().item()
     assert accuracy == pytest.approx(results["recipes"]["qimia_transfer_head"]["accuracy"][1], abs=1e-6)
-    again = load_trained(run / "qimia_transfer_head" / "seed1")
+    again = load_run(run / "qimia_transfer_head" / "seed1")
     with torch.no_grad():
         torch.testing.assert_close(net(images), again(images), rtol=0, atol=0)
 

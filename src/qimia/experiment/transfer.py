@@ -18,8 +18,8 @@
 
 Every network is trained by the one engine (:func:`qimia.training.engine.fit`, a
 :class:`~qimia.training.ClassificationModule`); each run has its own folder (``base/``,
-``<recipe>/seed<k>/``) with its ``config.yaml`` (whose ``model`` node rebuilds the network, see
-:func:`load_trained`), ``checkpoints/last.ckpt`` and logs. The job folder gets ``results.json``
+``<recipe>/seed<k>/``) with its ``config.yaml``, ``net.yaml`` (the network's registry name and
+kwargs: :func:`qimia.experiment.train.load_run` rebuilds it), ``checkpoints/last.ckpt`` and logs. The job folder gets ``results.json``
 (per-seed test accuracies), ``results.md`` (mean ± std, ddof=1) and ``accuracy.{png,pdf}``.
 """
 
@@ -29,14 +29,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from qimia.data.subsets import LabelSubsetDataModule
 from qimia.experiment.report import pyplot, save_figure
 from qimia.experiment.stats import mean_std, plus_minus
+from qimia.experiment.train import NET_FILE
 from qimia.models import create_model, fixed_kwargs, matched_pair
 from qimia.models.transfer import build_base
 from qimia.params import count_parameters
@@ -47,36 +47,14 @@ from qimia.training.engine import test as engine_test
 RECIPE_KEYS = ("model", "match")  # a recipe's own keys; every other key is a model kwarg
 
 
-def load_trained(run_dir: str | Path) -> nn.Module:
-    """The network of a finished run folder: built from its ``config.yaml``'s ``model`` node
-    (``name`` + kwargs), weights from ``checkpoints/last.ckpt`` (``torch.load(weights_only=True)``).
-
-    Raises:
-        FileNotFoundError: the folder has no ``config.yaml`` or no ``checkpoints/last.ckpt``.
-    """
-    run_dir = Path(run_dir)
-    config, checkpoint = run_dir / "config.yaml", run_dir / "checkpoints" / "last.ckpt"
-    for path in (config, checkpoint):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: {run_dir} is not a finished run folder.")
-    model = OmegaConf.to_container(OmegaConf.load(config).model, resolve=True)
-    assert isinstance(model, dict)
-    net = create_model(model.pop("name"), **model)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
-    return net.eval()
-
-
-def _run_config(cfg: DictConfig, run_dir: Path, model: dict[str, Any], **changes: Any) -> DictConfig:
-    """``cfg`` for one run: its ``model`` node, ``changes`` (``trainer.max_epochs``, ...) and
-    ``ckpt_path="last"`` only where this run folder has a checkpoint to resume."""
+def _run_config(cfg: DictConfig, run_dir: Path, **changes: Any) -> DictConfig:
+    """``cfg`` for one run: ``changes`` (``seed``, ``trainer.max_epochs``) and ``ckpt_path="last"``
+    only where this run folder has a checkpoint to resume."""
     run = cfg.copy()
-    with open_dict(run):
-        run.model = model
-        for key, value in changes.items():
-            OmegaConf.update(run, key, value)
-        if run.ckpt_path == "last" and not (run_dir / "checkpoints" / "last.ckpt").is_file():
-            run.ckpt_path = None
+    for key, value in changes.items():
+        OmegaConf.update(run, key, value)
+    if run.ckpt_path == "last" and not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        run.ckpt_path = None
     return run
 
 
@@ -87,12 +65,16 @@ def _module(cfg: DictConfig, net: nn.Module, data: LabelSubsetDataModule) -> Cla
 
 def _train(cfg: DictConfig, run_dir: Path, model: dict[str, Any], data: LabelSubsetDataModule,
            **changes: Any) -> tuple[nn.Module, float]:
-    """Seed, build ``create_model(**model)``, train it on ``data`` in ``run_dir``; the network and
-    its test accuracy."""
-    run = _run_config(cfg, run_dir, model, **changes)
+    """Seed, build ``create_model(**model)``, train it on ``data`` in ``run_dir`` (with its
+    ``net.yaml``, so :func:`qimia.experiment.train.load_run` rebuilds it); the network and its test
+    accuracy."""
+    run = _run_config(cfg, run_dir, **changes)
     seed_run(run)
     kwargs = dict(model)
-    net = create_model(kwargs.pop("name"), **kwargs)
+    name = kwargs.pop("name")
+    net = create_model(name, **kwargs)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create({"name": name, "kwargs": kwargs}), run_dir / NET_FILE)
     module = _module(run, net, data)
     trainer = fit(run, module, run_dir, train_dataloaders=data.train_dataloader())
     metrics = engine_test(trainer, module, dataloaders=data.test_dataloader())
