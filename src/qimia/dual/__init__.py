@@ -1,6 +1,9 @@
 """``qimia.dual``: the dual form of gradient descent, made real for any PyTorch model.
 
-Irie, Csordás, Schmidhuber (2022), "The Dual Form of Neural Networks Revisited". A linear layer
+Source: Kazuki Irie, Róbert Csordás, Jürgen Schmidhuber (2022), "The Dual Form of Neural Networks
+Revisited: Connecting Test Time Predictions to Training Patterns via Spotlights of Attention",
+ICML 2022 (arXiv:2202.05798; official code: github.com/RobertCsordas/linear_layer_as_attention).
+A linear layer
 (nn.Linear, a convolution on its input patches, an embedding on one-hot tokens) trained by SGD
 satisfies ``W_T x = a_0 W_0 x + sum_t c_t e_t (x_t . x)``: unnormalised key-value attention over
 every training input ``x_t`` (key) and its output gradient ``e_t = dL/dy_t`` (value), with exact

@@ -1,5 +1,8 @@
 r"""Exact per-slot coefficients of SGD (momentum, dampening, Nesterov, weight decay, clipping, schedules).
 
+The dual form of Irie, Csordás, Schmidhuber 2022 ("The Dual Form of Neural Networks Revisited",
+ICML 2022) is stated for plain SGD; these coefficients generalise it to every PyTorch SGD option.
+
 Sign convention: values are ``e_t = dL/dy_t`` (what autograd computes), so for plain
 descent the coefficients are negative (``c_t = -eta_t``).
 

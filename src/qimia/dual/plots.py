@@ -1,5 +1,7 @@
-"""Figures like the paper's: for one test example and each layer, the top-k attention scores of each
-training class sorted in decreasing order (left) and the total per class (right). PNG via Agg."""
+"""Figures like the paper's (Irie, Csordás, Schmidhuber 2022, "The Dual Form of Neural Networks
+Revisited: Connecting Test Time Predictions to Training Patterns via Spotlights of Attention", ICML
+2022): for one test example and each layer, the top-k attention scores of each training class sorted
+in decreasing order (left) and the total per class (right). PNG via Agg."""
 
 from __future__ import annotations
 

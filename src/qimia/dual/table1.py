@@ -1,5 +1,8 @@
 """The "Table 1" procedure: does the class that receives most attention match the target / output?
 
+Table 1 of Irie, Csordás, Schmidhuber 2022, "The Dual Form of Neural Networks Revisited: Connecting
+Test Time Predictions to Training Patterns via Spotlights of Attention" (ICML 2022).
+
 For every test example and every recorded layer (layer 0 = input layer) the per-class total
 of the attention scores over all training slots is computed (streamed); its argmax is
 compared with the target label and with the model's prediction, separately for examples the

@@ -1,4 +1,7 @@
-"""Character-level LSTM language model built from ``nn.Linear`` cells, explained by its training text.
+"""Character-level LSTM language model built from ``nn.Linear`` cells, explained by its training text
+(the language-model analysis of Irie, Csordás, Schmidhuber 2022, "The Dual Form of Neural Networks
+Revisited: Connecting Test Time Predictions to Training Patterns via Spotlights of Attention", ICML
+2022, whose Table 2 lists the top training passages of test queries).
 
 The recurrent layer is one ``nn.Linear`` on ``[h_{t-1}; x_t]`` (keys), called once per time
 step; the output layer reads the LSTM outputs ``h_t``. The model is trained by the one training
