@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from qimia.layers import MIXERS, TransformerBlock, TransformerBlockConfig, make_depth_mixer
+from qimia.layers import QIMIA, DepthWeightedAverage, ResidualStack, TransformerBlock, TransformerBlockConfig
 from qimia.params import count_parameters
 
 RESULTS = Path(__file__).parent / "results"
@@ -59,14 +59,19 @@ VARIANTS = {
     "qimia-component-autograd": ("qimia", COMPONENT | {"memory": "autograd"}),
     "attnres-autograd": ("attnres", {"memory": "autograd"}),
 }
-assert {mixer for mixer, _ in VARIANTS.values()} == set(MIXERS)
+CONTAINERS = {  # the layers' own constructors (the model families pick them through qimia.models.mixers)
+    "residual": lambda blocks, dim: ResidualStack(blocks),
+    "dwa": lambda blocks, dim: DepthWeightedAverage(blocks),
+    "qimia": lambda blocks, dim, **kw: QIMIA(blocks, dim, **kw),
+    "attnres": lambda blocks, dim, **kw: QIMIA.attention_residuals(blocks, dim, **kw),
+}
 
 
 def build(variant: str, depth: int, config: TransformerBlockConfig, device: torch.device) -> torch.nn.Module:
     mixer, kwargs = VARIANTS[variant]
     torch.manual_seed(0)
     blocks = [TransformerBlock(config) for _ in range(depth)]
-    return make_depth_mixer(mixer, blocks, config.dim, **kwargs).to(device)
+    return CONTAINERS[mixer](blocks, config.dim, **kwargs).to(device)
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from qimia.layers import MIXERS, QIMIA, DepthWeightedAverage, ResidualStack, make_depth_mixer
+from qimia.layers import QIMIA, DepthWeightedAverage, ResidualStack
 
 from .conftest import TokenMLP, token_blocks
 
@@ -57,26 +57,6 @@ def test_depth_weighted_average_memories_agree():
     torch.testing.assert_close(pre(x).output, stacked(x).output, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("mixer", MIXERS)
-def test_every_mixer_wraps_the_same_blocks(mixer):
-    blocks = token_blocks(3, 8)
-    net = make_depth_mixer(mixer, blocks, 8)
-    assert all(a is b for a, b in zip(net.blocks, blocks))
-    out = net(torch.randn(2, 4, 8))
-    assert out.output.shape == (2, 4, 8)
-
-
-def test_mixer_presets():
-    assert isinstance(make_depth_mixer("qimia", token_blocks(2, 8), 8, heads=2), QIMIA)
-    attnres = make_depth_mixer("attnres", token_blocks(2, 8), 8)
-    assert attnres.granularity == "component" and attnres.key_projections is None
-
-
-def test_mixer_rejects_unknown_names_and_misplaced_options():
-    with pytest.raises(ValueError, match="unknown mixer 'highway'"):
-        make_depth_mixer("highway", token_blocks(2, 8), 8)
-    with pytest.raises(TypeError, match="takes no QIMIA options"):
-        make_depth_mixer("residual", token_blocks(2, 8), 8, heads=2)
 
 
 def test_baselines_reject_shape_changing_blocks():

@@ -356,3 +356,31 @@ def test_image_reads_are_the_attention_weighted_sum_of_values(granularity):
     for layer in range(1, net.depth + 1):
         check(inputs[layer - 1], out.attention[layer - 1][..., :layer])
     check(out.output, out.attention[-1])
+
+
+@pytest.mark.parametrize("mixer", ["residual", "qimia", "dwa", "attnres"])
+def test_a_block_that_returns_a_tuple_is_named(mixer):
+    class TupleBlock(nn.Module):
+        def forward(self, x):
+            return x, None
+
+    from qimia.models.mixers import build_mixer
+
+    net = build_mixer(mixer, [TupleBlock(), TupleBlock()], 8, feature_dim=-1)
+    with pytest.raises(TypeError, match="block 1 \\(TupleBlock\\) returned a tuple, not a tensor"):
+        net(torch.randn(2, 3, 8))
+
+
+def test_a_tensor_as_external_memory_is_named():
+    net = QIMIA([nn.Linear(8, 8)], dim=8)
+    with pytest.raises(TypeError, match="external must be a DepthMemory"):
+        net(torch.randn(2, 3, 8), torch.randn(2, 3, 8))
+
+
+@pytest.mark.parametrize("granularity", ["layer", "component"])
+def test_nan_in_one_sample_stays_in_that_sample(granularity):
+    net = QIMIA([nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 8)) for _ in range(3)], dim=8, granularity=granularity)
+    x = torch.randn(3, 4, 8)
+    x[1, 2, 5] = float("nan")
+    out = net(x).output
+    assert torch.isnan(out[1]).any() and torch.isfinite(out[[0, 2]]).all()

@@ -51,11 +51,11 @@ def arms_from_config(cfg: DictConfig) -> list[Arm]:
             raise ValueError("compare.variants must map arm names to dicts of model kwargs, e.g. {h2: {qimia_heads: 2}}.")
         arms = [Arm(str(name), dict(kw)) for name, kw in resolved.items()]
     else:
-        from qimia.layers import MIXERS
+        from qimia.models.mixers import mixer_names
 
-        unknown = sorted(set(cfg.compare.mixers) - set(MIXERS))
+        unknown = sorted(set(cfg.compare.mixers) - set(mixer_names()))
         if unknown:
-            raise ValueError(f"compare.mixers has unknown mixers {unknown}; choose among {list(MIXERS)}.")
+            raise ValueError(f"compare.mixers has unknown mixers {unknown}; choose among {mixer_names()}.")
         arms = [Arm(str(m), {"mixer": str(m)}) for m in cfg.compare.mixers]
     if len({a.name for a in arms}) != len(arms) or not arms:
         raise ValueError(f"compare needs at least one arm with distinct names, got {[a.name for a in arms]}.")

@@ -60,7 +60,7 @@ class DepthWeightedAverage(nn.Module):
         y, stream = x, [x]
         for layer, (block, alpha) in enumerate(zip(self.blocks, self.alphas)):
             update = block(y)
-            same_shape_or_raise(y.shape, update.shape, f"block {layer + 1} ({type(block).__name__})")
+            same_shape_or_raise(y, update, f"block {layer + 1} ({type(block).__name__})")
             h = y + update
             states.write(h.reshape(-1))
             mixed = alpha.to(h.dtype) @ states.prefix(layer + 2)  # (l+1,) @ (l+1, N) -> (N,)

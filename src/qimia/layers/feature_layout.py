@@ -113,8 +113,20 @@ class FeatureLayout:
         return y.cumsum(1) / steps
 
 
-def same_shape_or_raise(expected: Sequence[int], got: Sequence[int], what: str) -> None:
-    """Raise a ValueError naming ``what`` unless the two shapes are equal."""
+def same_shape_or_raise(block_input: Tensor, output: object, what: str) -> None:
+    """Raise naming ``what`` unless the block's ``output`` is one tensor of ``block_input``'s shape.
+
+    Raises:
+        TypeError: the block returned something other than a tensor (a tuple, say).
+        ValueError: it changed the shape.
+    """
+    if not isinstance(output, Tensor):
+        raise TypeError(
+            f"{what} returned a {type(output).__name__}, not a tensor: depth-mixing containers need blocks that "
+            "return one tensor of their input's shape (wrap a block that returns a tuple so it returns its output "
+            "tensor)."
+        )
+    expected, got = block_input.shape, output.shape
     if tuple(expected) != tuple(got):
         raise ValueError(
             f"{what} returned shape {tuple(got)} but its input had shape {tuple(expected)}: "

@@ -36,7 +36,6 @@ from qimia.layers.depth_output import DepthMemory, DepthOutput, SlotKeys
 from qimia.layers.depth_reads import PositionReads, SampleReads
 from qimia.layers.feature_layout import FeatureLayout, same_shape_or_raise
 from qimia.layers.manual_reads import PositionSlots, SampleSlots
-from qimia.layers.norm import RMSNorm
 
 Granularity = Literal["layer", "component"]
 Memory = Literal["preallocated", "autograd", "stacked"]
@@ -139,7 +138,7 @@ class QIMIA(nn.Module):
             if key_projection == "linear"
             else None
         )
-        self.key_norm = RMSNorm(key_dim, affine=False) if key_norm else None
+        self.key_norm = nn.RMSNorm(key_dim, eps=1e-6, elementwise_affine=False) if key_norm else None
         self.scale = 1.0 / math.sqrt(key_dim)
         # Chosen once: the fused kernel, or the readable reference it is tested against.
         self.fused = hasattr(F, "scaled_dot_product_attention") if fused is None else fused
@@ -206,6 +205,11 @@ class QIMIA(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def _check_external(self, external: DepthMemory, x: Tensor) -> DepthMemory:
+        if not isinstance(external, tuple) or len(external) != 2:
+            raise TypeError(
+                f"external must be a DepthMemory (keys, values), e.g. `base(x).memory` of another QIMIA; got a "
+                f"{type(external).__name__}."
+            )
         keys, values = external
         if len(keys) != len(values) or not values:
             raise ValueError(
@@ -312,7 +316,7 @@ class QIMIA(nn.Module):
         for layer, block in enumerate(self.blocks):
             block_input = read(layer, len(ext.values) + layer + 1)
             value = block(block_input)
-            same_shape_or_raise(block_input.shape, value.shape, f"block {layer + 1} ({type(block).__name__})")
+            same_shape_or_raise(block_input, value, f"block {layer + 1} ({type(block).__name__})")
             write(value)
         output = read(self.depth, num_slots) if self.readout else values[-1]
         slot_keys = SlotKeys(lambda slot: self._key(values[slot], slot), len(values)) if folded else keys

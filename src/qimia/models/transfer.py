@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from qimia.layers import DepthMemory, DepthOutput, RMSNorm
+from qimia.layers import DepthMemory, DepthOutput
 from qimia.models.base import RegistryModel
 from qimia.models.mixers import build_mixer, container_classes, mixer_spec, width_multiple, writes_memory
 from qimia.models.registry import create_model, model_defaults, register_model
@@ -154,7 +154,7 @@ class FeatureMemory(nn.Module):
         self.keys = None
         if all_slots and with_keys and learned_keys:
             self.keys = nn.ModuleList(nn.Linear(dim, heads * key_dim, bias=False) for _ in used)
-        self.key_norm = RMSNorm(key_dim, affine=False) if all_slots and with_keys and normalize_keys else None
+        self.key_norm = nn.RMSNorm(key_dim, eps=1e-6, elementwise_affine=False) if all_slots and with_keys and normalize_keys else None
         self.heads, self.key_dim, self.with_keys = heads, key_dim, all_slots and with_keys
 
     def forward(self, features: Sequence[Tensor]) -> tuple[list[Tensor], DepthMemory | None]:

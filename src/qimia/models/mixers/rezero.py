@@ -44,7 +44,7 @@ class ReZeroStack(nn.Module):
         stream = [x]
         for layer, block in enumerate(self.blocks):
             update = block(x)
-            same_shape_or_raise(x.shape, update.shape, f"block {layer + 1} ({type(block).__name__})")
+            same_shape_or_raise(x, update, f"block {layer + 1} ({type(block).__name__})")
             x = x + self.alpha[layer].to(update.dtype) * update
             stream.append(x)
         return DepthOutput(x, None, stream, None)
