@@ -8,7 +8,7 @@ parameter counts agree within 1% (:func:`match_arms`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -27,6 +27,7 @@ class Arm:
         knob, knob_value: the width knob and its (matched) value.
         target: the reference's parameter count.
         within_tolerance: whether ``params`` is within the matching tolerance of ``target``.
+        matched_by: the model's fine knob and its value, when matching moved it (also in ``overrides``).
     """
 
     name: str
@@ -36,6 +37,7 @@ class Arm:
     knob_value: int = 0
     target: int = 0
     within_tolerance: bool = True
+    matched_by: dict[str, Any] = field(default_factory=dict)
 
     @property
     def relative_gap(self) -> float:
@@ -84,10 +86,10 @@ def match_arms(
     over ``[value / 2, 2 value]`` in steps of the model's ``width_multiple``) to the reference's
     count; when a coarse width multiple keeps some arm outside ``tolerance``, the reference's own
     width moves too, up to ``REFERENCE_STEPS`` multiples either way, nearest first, and the first
-    reference width at which every arm is within ``tolerance`` is kept (or, if none is, the one
-    with the smallest worst gap). An arm still outside ``tolerance`` then has the model's
-    continuous ``fine_knob`` (if it declares one, e.g. ``mlp_ratio``) bisected as well;
-    :attr:`Arm.within_tolerance` says whether the arm got there.
+    reference width at which every arm is within ``tolerance`` is kept. Only if no width does, the
+    same search runs again with each missing arm's ``fine_knob`` (if the model declares one and the
+    arm does not set it: ``mlp_ratio``, ``key_dim``) bisected within a factor of two; failing that,
+    the plan with the smallest worst gap is kept and :attr:`Arm.within_tolerance` says so.
     """
     from qimia.models import create_model, model_defaults
 
@@ -111,28 +113,40 @@ def match_arms(
             arm.within_tolerance = abs(arm.relative_gap) <= tolerance
         return
 
-    def matched_at(ref_value: int) -> dict[str, tuple[int, int]]:
-        """``{arm: (knob value, params)}`` with the reference at ``ref_value``."""
+    fine = getattr(probe, "fine_knob", None)
+    defaults = {**model_defaults(model_name), **base_kwargs}
+
+    def matched_at(ref_value: int, use_fine: bool) -> dict[str, tuple[dict[str, Any], int]]:
+        """``{arm: (its overrides, params)}`` with the reference's knob at ``ref_value``: each
+        other arm's width bisected, then (``use_fine``) its fine knob if the width alone misses
+        ``tolerance``."""
+        ref_overrides = {**reference.overrides, knob: ref_value}
         target = count_parameters(build(reference, {knob: ref_value}))
-        out = {reference.name: (ref_value, target)}
+        out = {reference.name: (ref_overrides, target)}
         for arm in arms:
             if arm is reference:
                 continue
             m, unit = multiple[arm.name], max(1, configured[arm.name] // multiple[arm.name])
             result = match_parameters(lambda units, arm=arm, m=m: build(arm, {knob: units * m}), target,
                                       low=max(1, unit // 2), high=2 * unit, knob=knob)
-            out[arm.name] = (result.value * m, result.params)
+            overrides, params = {**arm.overrides, knob: result.value * m}, result.params
+            if use_fine and fine is not None and fine not in arm.overrides and abs(params - target) > tolerance * target:
+                overrides, params = _match_fine(lambda o, arm=arm, w=overrides: build(arm, {**w, **o}), overrides,
+                                                fine, target, defaults)
+            out[arm.name] = (overrides, params)
         return out
 
-    def worst_gap(plan: dict[str, tuple[int, int]]) -> float:
+    def worst_gap(plan: dict[str, tuple[dict[str, Any], int]]) -> float:
         target = plan[reference.name][1]
         return max(abs(params - target) / target for _, params in plan.values())
 
     step, base = multiple[reference.name], configured[reference.name]
     candidates = [base + k * step for k in sorted(range(-REFERENCE_STEPS, REFERENCE_STEPS + 1), key=abs) if base + k * step > 0]
     best = None
-    for value in candidates:
-        plan = matched_at(value)
+    # widths alone first, then with the fine knob; nearest the configured width first; the first
+    # plan within tolerance wins, else the one with the smallest worst gap
+    for use_fine, value in [(False, v) for v in candidates] + [(True, v) for v in candidates] * (fine is not None):
+        plan = matched_at(value, use_fine)
         if best is None or worst_gap(plan) < worst_gap(best):
             best = plan
         if worst_gap(plan) <= tolerance:
@@ -140,32 +154,36 @@ def match_arms(
             break
     assert best is not None
     target = best[reference.name][1]
-    fine = getattr(probe, "fine_knob", None)
     for arm in arms:
-        value, params = best[arm.name]
-        if value != configured[arm.name]:
-            arm.overrides = {**arm.overrides, knob: value}
-        if fine is not None and abs(params - target) > tolerance * target:
-            arm.overrides, params = _match_fine(lambda o, arm=arm: build(arm, o), arm.overrides, fine, target,
-                                                {**model_defaults(model_name), **base_kwargs})
+        overrides, params = best[arm.name]
+        value = int(overrides[knob])
+        arm.matched_by = {fine: overrides[fine]} if fine in overrides and fine not in arm.overrides else {}
+        arm.overrides = {k: v for k, v in overrides.items() if k != knob or v != configured[arm.name]}
         arm.params, arm.knob, arm.knob_value, arm.target = params, knob, value, target
         arm.within_tolerance = abs(arm.relative_gap) <= tolerance
 
 
 def _match_fine(build: Any, overrides: dict[str, Any], fine: str, target: int, defaults: dict[str, Any],
                 iterations: int = 40) -> tuple[dict[str, Any], int]:
-    """Bisect a model's continuous ``fine_knob`` (e.g. ``mlp_ratio``: hidden units in steps of one)
-    over ``[value / 2, 2 value]`` to the count nearest ``target``; returns the overrides and count."""
-    start = float(overrides.get(fine, defaults.get(fine)))
-    lo, hi = start / 2, start * 2
+    """Bisect a model's ``fine_knob`` to the count nearest ``target``: a float (``mlp_ratio``:
+    hidden units in steps of one) or an int (``key_dim``), over ``[value / 2, 2 value]``: a
+    comparison never moves a model's hyper-parameter by more than a factor of two to match counts.
+    Returns the overrides and the count (unchanged if the knob is unset)."""
+    start = overrides.get(fine, defaults.get(fine))
     best = (overrides, count_parameters(build({})))
+    if start is None:
+        return best
+    integer = isinstance(start, int) and not isinstance(start, bool)
+    lo, hi = (max(1, start // 2), 2 * start) if integer else (start / 2, start * 2)
     for _ in range(iterations):
-        mid = (lo + hi) / 2
+        mid = (lo + hi) // 2 if integer else (lo + hi) / 2
         params = count_parameters(build({fine: mid}))
         if abs(params - target) < abs(best[1] - target):
             best = ({**overrides, fine: mid}, params)
+        if integer and hi - lo <= 1:
+            break
         if params < target:
-            lo = mid
+            lo = mid + 1 if integer else mid
         else:
             hi = mid
     return best

@@ -193,6 +193,7 @@ def run_arm(cfg: DictConfig, run_dir: str | Path, *, sweep: dict[str, Any] | Non
             "code": code_hash(), "arm_overrides": arm.overrides, "knob": arm.knob, "knob_value": arm.knob_value,
             "target_params": arm.target, "reference": reference_arm(cfg, arms).name, "title": cfg.name,
             "phase": cfg.compare.phase, "arm_order": [a.name for a in arms],
+            "matched_by": arm.matched_by,
             **result.to_dict(),
             "attention": _attention(keep["net"], keep["datamodule"], cfg.compare.attention_batch),
         }

@@ -22,6 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from qimia.experiment.arms import TOLERANCE as MATCH_TOLERANCE
 from qimia.experiment.stats import Paired, mean_std, paired_difference, plus_minus
 
 #: what a finished run's JSON holds (``qimia compare``'s ``<arm>_seed<k>/result.json``)
@@ -45,6 +46,8 @@ def save_figure(fig: Any, path: Path) -> None:
     for suffix in FIGURE_FORMATS:
         fig.savefig(path.with_suffix(f".{suffix}"), dpi=120)
     pyplot().close(fig)
+
+
 
 
 def run_label(record: dict[str, Any]) -> str:
@@ -99,7 +102,8 @@ class Summary:
         ]
         for a in self.arms:
             lines.append(
-                f"| {a.name} | {a.knob}={a.knob_value} | {a.params:,} | {100 * a.param_gap:+.2f}% | "
+                f"| {a.name} | {a.knob.split(',')[0]}={a.knob_value}{a.knob[len(a.knob.split(',')[0]):]} | {a.params:,} | "
+            f"{100 * a.param_gap:+.2f}%{'' if abs(a.param_gap) <= MATCH_TOLERANCE else ' (±1% not reachable)'} | "
                 f"{plus_minus(scale * a.metric_mean, scale * a.metric_std, digits)} | "
                 f"{_paired_text(a.paired, scale, digits)} | "
                 f"{plus_minus(a.throughput_mean, a.throughput_std, 0)} | "
@@ -137,8 +141,9 @@ def summarize(records: list[dict[str, Any]], arms: list[str] | None = None, refe
     metric, mode, unit = first["monitor"], first["monitor_mode"], first["unit"]
     found = list(dict.fromkeys(r["arm"] for r in records))
     reference = reference or first.get("reference") or found[0]
-    if arms is None:
-        arms = sorted(found, key=lambda a: a != reference)  # stable: the reference first
+    if arms is None:  # the comparison's own order (its records carry it), the reference first
+        order = first.get("arm_order") or found
+        arms = sorted(found, key=lambda a: (a != reference, order.index(a) if a in order else len(order)))
     missing = [a for a in [*arms, reference] if a not in found]
     if missing:
         raise ValueError(f"no finished runs of arms {sorted(set(missing))}; the runs are of {found}.")
@@ -159,8 +164,10 @@ def summarize(records: list[dict[str, Any]], arms: list[str] | None = None, refe
         paired = None if label == ref_label else paired_difference(
             {s: value[label, s] for s in seeds}, {s: value[ref_label, s] for s in ref_seeds}, mode=mode)
         target = runs[0]["target_params"]
+        knob = runs[0]["knob"] + "".join(f", {k}={v:.4g}" if isinstance(v, float) else f", {k}={v}"
+                                         for k, v in runs[0].get("matched_by", {}).items())
         rows.append(ArmSummary(
-            label, runs[0]["params"], (runs[0]["params"] - target) / target, runs[0]["knob"], runs[0]["knob_value"],
+            label, runs[0]["params"], (runs[0]["params"] - target) / target, knob, runs[0]["knob_value"],
             m_mean, m_std, t_mean, t_std, r_mean, r_std, len(runs), paired,
         ))
     return Summary(metric, mode, unit, reference, rows)
@@ -306,8 +313,8 @@ def load_records(folder: str | Path) -> list[dict[str, Any]]:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if not isinstance(record, dict) or not RECORD_KEYS <= set(record):
-            continue
+        if not isinstance(record, dict) or not RECORD_KEYS <= set(record) or record.get("phase") == "tune":
+            continue  # (compare.tune=lr's search runs are reported in tuning.md)
         key = (run_label(record), record["seed"])
         if key in seen:
             raise ValueError(

@@ -217,6 +217,7 @@ class ResNet(RegistryModel):
 
     task = "classification"
     width_knob = "width"
+    fine_knob = "key_dim"  # bisected when width multiples alone cannot match parameter counts within 1%
 
     def __init__(self, config: ResNetConfig) -> None:
         super().__init__()

@@ -57,6 +57,7 @@ class TransformerLM(RegistryModel):
 
     task = "language_modeling"
     width_knob = "dim"
+    fine_knob = "mlp_ratio"  # bisected when width multiples alone cannot match parameter counts within 1%
 
     def __init__(self, config: TransformerLMConfig) -> None:
         super().__init__()

@@ -67,6 +67,7 @@ class UNetDenoiser(RegistryModel):
 
     task = "denoising"
     width_knob = "width"
+    fine_knob = "key_dim"  # bisected when width multiples alone cannot match parameter counts within 1%
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
