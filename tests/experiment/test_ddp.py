@@ -13,7 +13,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     command = [
         sys.executable, "-m", "qimia", "train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
         "tiny=true", "threads=1", "trainer.max_steps=3", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-        "loggers=[csv]", f"hydra.run.dir={tmp_path}",
+        "logger=csv", f"hydra.run.dir={tmp_path}",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
