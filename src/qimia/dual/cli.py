@@ -1,7 +1,8 @@
 """``qimia dual <command>``: the experiments and tools of the dual form of gradient descent, each a
 Hydra app (configs in ``qimia/conf/dual/``; see :mod:`qimia.app` for the common flags).
 
-    qimia dual mnist seeds=[0,1,2,3,4] hydra.run.dir=reports/dual/mnist   # Table 1 + figures
+    qimia dual mnist hydra.run.dir=reports/dual/mnist                     # Table 1 (5 seeds, all test examples) + figures
+    qimia dual mnist recipe=official                                      # ... with the official code's recipe
     qimia dual multitask data.task=digits                                 # joint: task shares + masking
     qimia dual continual data.second=fashion data.fashion_root=DIR         # one task after the other
     qimia dual lm corpus=text_file corpus.path=FILE 'analysis.prompts=["The "]'
