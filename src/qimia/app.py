@@ -48,7 +48,9 @@ class ConfigError(ValueError):
 
 # errors a user can fix from the command line: printed in one paragraph without a traceback
 # (``HYDRA_FULL_ERROR=1`` shows it)
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, ValueError, TypeError, ImportError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError, FileNotFoundError, ValueError, TypeError, ImportError, FloatingPointError,  # (a diverged loss)
+)
 
 
 def config_dir(root: str = "") -> Path:

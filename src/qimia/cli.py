@@ -3,7 +3,7 @@
     qimia train   experiment=... [key=value ...]   # train one model
     qimia compare experiment=... seeds=3           # residual vs QIMIA vs baselines, several seeds
     qimia dual mnist ...                           # the dual form of gradient descent
-    qimia memory ntm task=copy ...                 # NTM, DNC, UT, RAM, Jacobians
+    qimia memory model=ntm task=copy               # NTM, DNC, LSTM; memory ram|ut|jacobian
     qimia <command> --help | --cfg job | -m ...    # Hydra's flags, for every command
 
 Every command takes Hydra overrides against its packaged config (:mod:`qimia.app`). The

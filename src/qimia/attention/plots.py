@@ -12,15 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-
-def pyplot() -> Any:
-    """``matplotlib.pyplot`` on the non-interactive Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from qimia.plotting import pyplot, save_figure
 
 
 def plot_heatmap(values: Tensor, path: str | Path, title: str = "", xlabel: str = "", ylabel: str = "") -> None:
@@ -31,8 +23,7 @@ def plot_heatmap(values: Tensor, path: str | Path, title: str = "", xlabel: str 
     fig.colorbar(im, ax=ax)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def plot_glimpses(images: Tensor, locations: Tensor, predictions: Tensor, path: str | Path) -> None:
@@ -51,8 +42,7 @@ def plot_glimpses(images: Tensor, locations: Tensor, predictions: Tensor, path: 
         ax.set_title(f"pred {int(pred)}")
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def plot_ram_curve(curve: Sequence[dict[str, float]], path: str | Path) -> None:
@@ -65,8 +55,7 @@ def plot_ram_curve(curve: Sequence[dict[str, float]], path: str | Path) -> None:
     ax.set(xlabel="epoch", ylabel="error", yscale="log")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def plot_ut_curves(runs: Sequence[dict[str, Any]], path: str | Path) -> None:
@@ -82,8 +71,7 @@ def plot_ut_curves(runs: Sequence[dict[str, Any]], path: str | Path) -> None:
     ax[1].set(xlabel="step", ylabel="mean ponder steps N")
     ax[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def sensitivity_grid(images: Tensor, maps: Tensor) -> Tensor:

@@ -24,28 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from qimia.experiment.arms import TOLERANCE as MATCH_TOLERANCE
 from qimia.experiment.stats import Paired, mean_std, paired_difference, plus_minus
+from qimia.plotting import pyplot, save_figure
 
 #: what a finished run's JSON holds (``qimia compare``'s ``<arm>_seed<k>/result.json``)
 RECORD_KEYS = frozenset({"arm", "seed", "test", "monitor", "monitor_mode", "unit", "params", "throughput",
                          "target_params", "knob", "knob_value"})
-FIGURE_FORMATS = ("png", "pdf")
-
-
-def pyplot():
-    """``matplotlib.pyplot`` on the non-interactive Agg backend (figures are written to files)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Any, path: Path) -> None:
-    """Write ``fig`` as ``path`` in every format of :data:`FIGURE_FORMATS` (``.png``, ``.pdf``) and close it."""
-    for suffix in FIGURE_FORMATS:
-        fig.savefig(path.with_suffix(f".{suffix}"), dpi=120)
-    pyplot().close(fig)
 
 
 

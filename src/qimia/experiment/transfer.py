@@ -34,14 +34,20 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from qimia.data.subsets import LabelSubsetDataModule
-from qimia.experiment.report import pyplot, save_figure
 from qimia.experiment.stats import mean_std, plus_minus
 from qimia.experiment.train import NET_FILE
 from qimia.models import create_model, fixed_kwargs, matched_pair
 from qimia.models.transfer import build_base
 from qimia.params import count_parameters
+from qimia.plotting import pyplot, save_figure
 from qimia.training import ClassificationModule
-from qimia.training.engine import build_trainer, fit, optimizer_factory, scheduler_factory, seed_run
+from qimia.training.engine import (
+    build_trainer,
+    fit,
+    optimizer_factory,
+    scheduler_factory,
+    seed_run,
+)
 from qimia.training.engine import test as engine_test
 
 RECIPE_KEYS = ("model", "match")  # a recipe's own keys; every other key is a model kwarg

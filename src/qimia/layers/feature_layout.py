@@ -14,8 +14,6 @@ whenever the strides allow it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import Tensor
 
 

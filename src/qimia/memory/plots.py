@@ -6,22 +6,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from qimia.data.algorithmic import AlgorithmicTask
-
-
-def pyplot() -> Any:
-    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from qimia.plotting import pyplot, save_figure
 
 
 def epoch_means(train: list[dict[str, float]], curve: list[dict[str, float]]) -> list[dict[str, float]]:
@@ -59,8 +49,7 @@ def plot_curve(curve: list[dict[str, float]], train: list[dict[str, float]], tit
     ax[0].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 @torch.no_grad()
@@ -85,6 +74,5 @@ def plot_weightings(model: nn.Module, task: AlgorithmicTask, length: int, path: 
     for ax in axes[1]:
         ax.set(xlabel="time", ylabel="memory row")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
     return True

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from qimia.training.callbacks import RNGState
 
+
 def optimizer_factory(cfg: DictConfig) -> Any:
     """``cfg.optimizer`` as a ``params -> Optimizer`` factory.
 
