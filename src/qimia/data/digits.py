@@ -13,6 +13,15 @@ import torch
 from qimia.data.base import SplitDataModule, image_tensor_dataset, split_indices
 
 
+def digits_images() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1,797 digits: images ``(N, 1, 8, 8)`` in [0, 1] and labels ``(N,)`` (the one reader)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8)
+    return images, torch.tensor(digits.target, dtype=torch.int64)
+
+
 class DigitsDataModule(SplitDataModule):
     """``load_digits()`` as ``(B, 1, 8, 8)`` images in [0, 1] (standardised unless
     ``normalize=False``) with labels 0-9.
@@ -43,11 +52,7 @@ class DigitsDataModule(SplitDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8)
-        labels = torch.tensor(digits.target)
+        images, labels = digits_images()
         val, test, train = split_indices(len(labels), self.fractions, self.split_seed)
         mean, std = (images[train].mean().item(), images[train].std().item()) if self.normalize else (0.0, 1.0)
         self.train_set = image_tensor_dataset(images[train], labels[train], mean, std)

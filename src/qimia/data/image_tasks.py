@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from qimia.data.base import EpochSeededSampler, SplitDataModule, split_indices
+from qimia.data.digits import digits_images
 from qimia.data.mnist import load_mnist_pkl
 
 Split = tuple[Tensor, Tensor]  # images (N, 1, 28, 28) in [0, 1], labels (N,)
@@ -36,12 +37,8 @@ SECOND_TASKS = ("permuted", "fashion")
 def load_digits_28(test_fraction: float = 0.25, split_seed: int = 0) -> tuple[Split, Split]:
     """scikit-learn's 1,797 8x8 digits upsampled (bilinear) to ``(N, 1, 28, 28)`` in [0, 1]:
     a tiny stand-in for MNIST; ``(train, test)`` split by ``split_seed``."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.as_tensor(digits.images, dtype=torch.float32)[:, None] / 16.0            # (N, 1, 8, 8)
+    images, labels = digits_images()                                                         # (N, 1, 8, 8)
     images = F.interpolate(images, size=(28, 28), mode="bilinear", align_corners=False).clamp(0, 1)
-    labels = torch.as_tensor(digits.target, dtype=torch.int64)
     test, train = split_indices(len(labels), (test_fraction,), split_seed)
     return (images[train], labels[train]), (images[test], labels[test])
 
