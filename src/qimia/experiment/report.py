@@ -202,31 +202,43 @@ def write_report(summary: Summary, records: list[dict[str, Any]], out_dir: Path,
     plot_depth_attention(shown, out_dir / "depth_attention.png")
 
 
+# how each headline metric is shown: (axis label with its unit, scale from the logged value)
+METRIC_AXES = {"acc": ("validation accuracy (%)", 100.0), "bpc": ("validation bits per character", 1.0),
+               "psnr": ("validation PSNR (dB)", 1.0), "loss": ("validation loss (nats)", 1.0)}
+
+
 def plot_learning_curves(records: list[dict[str, Any]], arm_names: list[str], metric: str, path: Path) -> None:
-    """Validation ``metric`` and training loss against the step: mean over seeds, band = the
-    sample std (``ddof=1``; no band for one seed)."""
+    """Validation ``metric`` (in the tables' units) and training loss against the step: mean over
+    seeds, band = the sample std (``ddof=1``; no band for one seed). The training panel is left
+    out when the runs logged too few training steps to draw a curve."""
     import numpy as np
 
     plt = pyplot()
 
-    fig, (ax_val, ax_train) = plt.subplots(1, 2, figsize=(11, 4))
+    label, scale = METRIC_AXES.get(metric, (f"validation {metric}", 1.0))
+    has_train = any(len(r.get("history", {}).get("train", [])) > 1 for r in records)
+    fig, axes = plt.subplots(1, 2 if has_train else 1, figsize=(11 if has_train else 5.5, 4), squeeze=False)
+    ax_val, ax_train = axes[0, 0], (axes[0, 1] if has_train else None)
     for name in arm_names:
         runs = [r for r in records if run_label(r) == name]
         for ax, key, series in ((ax_val, f"val/{metric}", "val"), (ax_train, "loss", "train")):
+            if ax is None:
+                continue
             curves = [[(p["step"], p[key]) for p in r.get("history", {}).get(series, []) if key in p] for r in runs]
             length = min((len(c) for c in curves), default=0)
             if length == 0:
                 continue
             steps = np.array([s for s, _ in curves[0][:length]])
-            values = np.array([[v for _, v in c[:length]] for c in curves])
+            values = np.array([[v for _, v in c[:length]] for c in curves]) * (scale if series == "val" else 1.0)
             mean = values.mean(0)
             ax.plot(steps, mean, label=name, marker="o" if series == "val" else None, markersize=3)
             if len(values) > 1:
                 std = values.std(0, ddof=1)
                 ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-    ax_val.set(xlabel="step", ylabel=f"validation {metric}", title="validation")
-    ax_train.set(xlabel="step", ylabel="training loss", title="training", yscale="log")
-    for ax in (ax_val, ax_train):
+    ax_val.set(xlabel="optimizer step", ylabel=label, title="validation (mean ± sd over seeds)")
+    if ax_train is not None:
+        ax_train.set(xlabel="optimizer step", ylabel="training loss (nats)", title="training", yscale="log")
+    for ax in (a for a in (ax_val, ax_train) if a is not None):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
@@ -269,8 +281,9 @@ def plot_depth_attention(records: list[dict[str, Any]], path: Path) -> None:
             ax.set_yticks(range(rows), labels)
             ax.set_xticks(range(matrix.shape[1]))
             ax.set_xlabel("slot read (0 = input)")
+            ax.set_ylabel("reader")
             ax.set_title(f"{arm}: {name}", fontsize=9)
-            fig.colorbar(image, ax=ax, fraction=0.046)
+            fig.colorbar(image, ax=ax, fraction=0.046).set_label("attention weight")
     fig.tight_layout()
     save_figure(fig, path)
 
