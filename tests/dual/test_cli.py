@@ -90,6 +90,7 @@ def test_two_task_runs_rebuild_the_final_model_and_split_the_attention(runs):
         groups = shares["share_groups"]                                       # (class, task) groups of the slots
         assert 2 <= len(groups) <= 20 and sum(groups.values()) == pytest.approx(1.0, abs=1e-5)
         assert {key.split(",")[1] for key in groups} == {"0", "1"}
+        assert len(res["figures"]) == 4 and all(Path(f).read_bytes()[:4] == b"\x89PNG" for f in res["figures"])
         assert ("acc_after_task0" in res) == (mode == "continual")
         assert not (runs[command] / "store").exists()                           # record.keep_stores=false
         assert "rebuilt from W0 + task-0 slots only" in (runs[command] / "report.md").read_text()

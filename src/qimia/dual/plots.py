@@ -51,3 +51,38 @@ def plot_example(class_topk: Mapping[str, torch.Tensor], class_totals: Mapping[s
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def plot_group_shares(shares: Mapping[str, Mapping[str, float]], path: str | Path, *, title: str = "") -> Path:
+    """Save a PNG with one bar chart per layer: the mean share of the attention that test examples
+    give to each (class, task) group of training slots (the multi-task analysis of the paper).
+
+    Args:
+        shares: ``{layer: {"<class>,<task>": mean share}}`` (``share_groups`` of
+            :func:`qimia.dual.experiments.multitask.group_shares`); bars are coloured by task.
+        path: output PNG path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = list(shares)
+    fig, axes = plt.subplots(len(layers), 1, figsize=(10, 2.4 * len(layers)), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for row, layer in enumerate(layers):
+        groups = sorted(shares[layer], key=lambda g: tuple(int(v) for v in g.split(",")[::-1]))  # task, then class
+        tasks = [int(g.split(",")[1]) for g in groups]
+        ax = axes[row, 0]
+        ax.bar(range(len(groups)), [shares[layer][g] for g in groups], color=[cmap(t % 10) for t in tasks])
+        ax.set_xticks(range(len(groups)), [f"c{g.split(',')[0]}/t{g.split(',')[1]}" for g in groups], fontsize=6)
+        ax.set_ylabel("mean share")
+        ax.set_title(f"{layer}: share of the attention per (class, task) group of training slots")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

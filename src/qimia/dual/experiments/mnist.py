@@ -129,8 +129,8 @@ def rewrite_summary(out: Path) -> dict:
             for row in layers.values():
                 for k in [k for k in row if k not in METRICS + ("n_right", "n_wrong")]:
                     del row[k]
-    first = next(iter(results["seeds"][0]["table1"].values()))["layer0"]
-    write_summary(results, results.get("test_set_size", int(first["n_right"] + first["n_wrong"])), out)
+    # results.json written before test_set_size existed held the test set's size as n_test
+    write_summary(results, results.get("test_set_size", results["n_test"]), out)
     return results
 
 

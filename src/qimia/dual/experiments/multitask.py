@@ -19,6 +19,8 @@ Reported:
   attention score that goes to the slots of each of the 20 (class, task) groups, summed per task
   (the task shares), and how often the group with the largest share is (the target class, the
   test example's own task), is the own task, or is the target class (either task);
+* figures ``groups_<score>_test_task<k>.png``: per layer, the mean share of each (class, task)
+  group (:func:`~qimia.dual.plots.plot_group_shares`);
 * masking: the model rebuilt from ``W_0`` and only task 0's slots, with the exact final
   coefficients (momentum tails and weight-decay shrink of the later steps included), and
   its accuracy on both tasks, next to the model after task 0 (continual) and the final model.
@@ -40,6 +42,7 @@ from qimia.dual.experiments.common import (
     accuracy, check_not_resumed, command_line, train_recorded, write_json,
 )
 from qimia.dual.explain import DualExplainer, layer_inputs
+from qimia.dual.plots import plot_group_shares
 from qimia.dual.reconstruct import reconstruct_model
 from qimia.dual.store import LABEL, TASK
 
@@ -108,6 +111,10 @@ def run(cfg: DictConfig, out: Path) -> dict:
                 shares.setdefault(score, {}).setdefault(f"test_task{t}", {})[key] = group_shares(
                     (e.group_totals / e.total[:, None]).numpy(), e.group_ids, yt[sub].numpy(), t)
     res["attention_shares"] = shares
+    res["figures"] = [str(plot_group_shares(
+        {layer: sh["share_groups"] for layer, sh in layers.items()}, out / f"groups_{score}_{test_name}.png",
+        title=f"{cfg.mode}: mean over {test_name} examples, score: {score}{', APPROXIMATE' if score == 'key' else ''}"))
+        for score, per_test in shares.items() for test_name, layers in per_test.items()]
     res["slots_per_task"] = {int(g): int(c) for g, c in zip(*np.unique(store.meta(0)[:, TASK], return_counts=True))}
     if not cfg.record.keep_stores:
         shutil.rmtree(store_path)
