@@ -73,6 +73,7 @@ def test_mnist_run_writes_report_figures_and_a_lightning_run(runs):
     report = (out / "report.md").read_text()
     assert report.startswith(f"Command: `{res['command']}`") and "APPROXIMATE" in report
     assert (out / "example_contribution_0.png").read_bytes()[:4] == b"\x89PNG"
+    assert seed["figures"] == ["example_contribution_0.png", "example_key_0.png"]         # names in the run folder
     assert (out / "example_key_0.png").is_file()
     run = out / "seed0"
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").exists()
@@ -90,7 +91,7 @@ def test_two_task_runs_rebuild_the_final_model_and_split_the_attention(runs):
         groups = shares["share_groups"]                                       # (class, task) groups of the slots
         assert 2 <= len(groups) <= 20 and sum(groups.values()) == pytest.approx(1.0, abs=1e-5)
         assert {key.split(",")[1] for key in groups} == {"0", "1"}
-        assert len(res["figures"]) == 4 and all(Path(f).read_bytes()[:4] == b"\x89PNG" for f in res["figures"])
+        assert len(res["figures"]) == 4 and all((runs[command] / f).read_bytes()[:4] == b"\x89PNG" for f in res["figures"])
         assert ("acc_after_task0" in res) == (mode == "continual")
         assert not (runs[command] / "store").exists()                           # record.keep_stores=false
         assert "rebuilt from W0 + task-0 slots only" in (runs[command] / "report.md").read_text()

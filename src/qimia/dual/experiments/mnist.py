@@ -42,7 +42,8 @@ def test_subset(n_test: int, size: int) -> torch.Tensor:
 
 def figures(model: torch.nn.Module, store: DualStore, x: torch.Tensor, y: torch.Tensor, out: Path, n: int,
             score: str, device: str, prefix: str) -> list[str]:
-    """Paper-style figures (:func:`~qimia.dual.plots.plot_example`) for the first ``n`` examples of ``x``."""
+    """Paper-style figures (:func:`~qimia.dual.plots.plot_example`) for the first ``n`` examples of ``x``;
+    returns their file names in ``out``."""
     paths = []
     queries, logits = layer_inputs(model, x[:n], store.layer_names)
     for j in range(min(n, len(x))):
@@ -54,7 +55,7 @@ def figures(model: torch.nn.Module, store: DualStore, x: torch.Tensor, y: torch.
             totals[key] = explainer.explain(queries[name][j:j + 1], k=1, num_classes=10).class_totals[0]
         title = (f"test example {j}: target {int(y[j])}, model output {int(logits[j].argmax())}"
                  f" (score: {score}{', APPROXIMATE' if score == 'key' else ''})")
-        paths.append(str(plot_example(topk, totals, out / f"{prefix}{j}.png", title=title)))
+        paths.append(plot_example(topk, totals, out / f"{prefix}{j}.png", title=title).name)
     return paths
 
 

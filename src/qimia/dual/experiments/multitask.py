@@ -111,9 +111,9 @@ def run(cfg: DictConfig, out: Path) -> dict:
                 shares.setdefault(score, {}).setdefault(f"test_task{t}", {})[key] = group_shares(
                     (e.group_totals / e.total[:, None]).numpy(), e.group_ids, yt[sub].numpy(), t)
     res["attention_shares"] = shares
-    res["figures"] = [str(plot_group_shares(
+    res["figures"] = [plot_group_shares(
         {layer: sh["share_groups"] for layer, sh in layers.items()}, out / f"groups_{score}_{test_name}.png",
-        title=f"{cfg.mode}: mean over {test_name} examples, score: {score}{', APPROXIMATE' if score == 'key' else ''}"))
+        title=f"{cfg.mode}: mean over {test_name} examples, score: {score}{', APPROXIMATE' if score == 'key' else ''}").name
         for score, per_test in shares.items() for test_name, layers in per_test.items()]
     res["slots_per_task"] = {int(g): int(c) for g, c in zip(*np.unique(store.meta(0)[:, TASK], return_counts=True))}
     if not cfg.record.keep_stores:
