@@ -158,7 +158,7 @@ def _nearest_key_hint(message: str, config_name: str, overrides: Sequence[str]) 
             known = list(_leaf_keys(compose(config_name, _groups_only(_split(config_name)[0], overrides))))
         except ConfigError:
             known = []
-    near = difflib.get_close_matches(wrong, known, n=1, cutoff=0.6) if wrong else []
+    near = [k for k in difflib.get_close_matches(wrong, known, n=2, cutoff=0.6) if k != wrong][:1] if wrong else []
     text = f"did you mean {near[0]}? " if near else ""
     return text + (
         "the key does not exist in the config: check its spelling (print the whole config with --cfg job); "

@@ -122,3 +122,21 @@ def test_seed_list():
     assert compare_module.seed_list(3) == [0, 1, 2] and compare_module.seed_list([3, 4]) == [3, 4]
     with pytest.raises(ValueError, match="seeds"):
         compare_module.seed_list(0)
+
+
+def test_learning_rates_are_tuned_per_arm_on_validation(tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", *FAST, "seeds=1", "compare.tune=lr", "compare.lr_grid=[0.0001,0.01]",
+                 f"hydra.sweep.dir={out}"]) == 0
+    tuning = (out / "tuning.md").read_text()
+    assert "lr=0.0001" in tuning and "lr=0.01" in tuning and "| chosen |" in tuning
+    tuned = [json.loads(p.read_text()) for p in (out / "tune").glob("*/result.json")]
+    assert len(tuned) == 4 and all(r["phase"] == "tune" for r in tuned)  # 2 arms x 2 rates, seed 0
+    for arm in ("residual", "qimia"):
+        val = {r["sweep"]["optimizer.lr"]: r["history"]["val"][-1]["val/acc"] for r in tuned if r["arm"] == arm}
+        best = max(val, key=val.get)
+        run = json.loads((out / f"{arm}_seed0" / "result.json").read_text())
+        assert run["phase"] == "compare"
+        assert f"lr: {best}" in (out / f"{arm}_seed0" / "config.yaml").read_text()  # trained with its own rate
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["arm"] for r in rows] == ["residual", "qimia"]  # the search runs are not rows of the table

@@ -275,7 +275,7 @@ def _launch(prog: str, config: str, task: str, overrides: Sequence[str], folder:
     subdir = "${compare.arm}" + "".join(f",{k}=${{{k}}}" for k in sweep_keys) + "_seed${seed}"
     code = run_app(prog, config, task, [
         "-m", *mine, *extra, f"compare.arm={','.join(arms)}", f"seed={','.join(map(str, seeds))}",
-        f"compare.sweep_keys=[{','.join(sweep_keys)}]", f"hydra.sweep.dir={folder}", f"hydra.sweep.subdir={subdir}",
+        f"compare.sweep_keys=[{','.join(sweep_keys)}]", f"hydra.sweep.dir={folder}", f"hydra.sweep.subdir='{subdir}'",
     ])
     if code == 0:
         _wait_for_others(folder)
