@@ -1,7 +1,7 @@
 """Figures like the paper's (Irie, Csordás, Schmidhuber 2022, "The Dual Form of Neural Networks
 Revisited: Connecting Test Time Predictions to Training Patterns via Spotlights of Attention", ICML
 2022): for one test example and each layer, the top-k attention scores of each training class sorted
-in decreasing order (left) and the total per class (right). PNG via Agg."""
+in decreasing order (left) and the total per class (right). PNG and PDF (:mod:`qimia.plotting`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+
+from qimia.plotting import pyplot, save_figure
 
 
 def plot_example(class_topk: Mapping[str, torch.Tensor], class_totals: Mapping[str, torch.Tensor],
@@ -18,13 +20,9 @@ def plot_example(class_topk: Mapping[str, torch.Tensor], class_totals: Mapping[s
     Args:
         class_topk: ``{layer: (C, k)}`` sorted top-k scores per class (NaN where a class has < k slots).
         class_totals: ``{layer: (C,)}`` total score per class.
-        path: output PNG path.
+        path: output PNG path (a PDF copy is written beside it).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     layers = list(class_topk)
     fig, axes = plt.subplots(len(layers), 2, figsize=(10, 2.8 * len(layers)), squeeze=False)
     for row, layer in enumerate(layers):
@@ -46,11 +44,8 @@ def plot_example(class_topk: Mapping[str, torch.Tensor], class_totals: Mapping[s
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    save_figure(fig, path, dpi=90)
+    return Path(path).with_suffix(".png")
 
 
 def plot_group_shares(shares: Mapping[str, Mapping[str, float]], path: str | Path, *, title: str = "") -> Path:
@@ -60,13 +55,9 @@ def plot_group_shares(shares: Mapping[str, Mapping[str, float]], path: str | Pat
     Args:
         shares: ``{layer: {"<class>,<task>": mean share}}`` (``share_groups`` of
             :func:`qimia.dual.experiments.multitask.group_shares`); bars are coloured by task.
-        path: output PNG path.
+        path: output PNG path (a PDF copy is written beside it).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     layers = list(shares)
     fig, axes = plt.subplots(len(layers), 1, figsize=(10, 2.4 * len(layers)), squeeze=False)
     cmap = plt.get_cmap("tab10")
@@ -81,8 +72,5 @@ def plot_group_shares(shares: Mapping[str, Mapping[str, float]], path: str | Pat
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    save_figure(fig, path, dpi=90)
+    return Path(path).with_suffix(".png")
