@@ -18,7 +18,8 @@ and the memory access runs (write first, then read)::
     w^r_t    = pi[0] b + pi[1] c^r + pi[2] f                           # read modes
     r_t      = M_t^T w^r_t
 
-The read-mode order ``[backward, content, forward]`` is deepmind/dnc's.
+The read-mode order ``[backward, content, forward]`` is the Nature paper's (Graves et al. 2016,
+``pi = (b, c, f)``); deepmind/dnc orders its read modes ``[backward, forward, content]``.
 """
 
 from __future__ import annotations
