@@ -18,7 +18,7 @@ TINY = ["tiny=true", "threads=1", "trainer.max_steps=2", "trainer.max_epochs=1",
 def test_default_is_the_digits_comparison():
     cfg = compose("models/compare")
     assert cfg.data._target_ == "qimia.data.DigitsDataModule"
-    assert cfg.model.name == "resnet20" and list(cfg.compare.mixers) == ["residual", "qimia"]
+    assert cfg.model.name == "resnet20" and list(cfg.compare.mixers) == ["residual", "qimia", "dwa", "attnres"]
     assert cfg.seeds == 3 and cfg.optimizer._partial_ and cfg.scheduler._partial_
 
 
