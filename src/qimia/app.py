@@ -139,14 +139,12 @@ def _groups_only(root: str, overrides: Sequence[str]) -> list[str]:
 
 
 def _explain(message: str, config_name: str, overrides: Sequence[str]) -> str:
-    message = message.split("Config search path:")[0].strip()  # Hydra internals: noise for a user
-    hints = []  # (Hydra itself lists the options of a group when one is misspelt)
-    if "not in struct" in message or "Could not override" in message or "Key '" in message:
-        hints.append(_nearest_key_hint(message, config_name, overrides))
+    """Hydra's message without its internals, plus the nearest key for a misspelt one (Hydra
+    itself lists a group's options when an option is misspelt)."""
+    message = message.split("Config search path:")[0].strip()
     text = f"invalid config: {message}"
-    hints = [h for h in hints if h]
-    if hints:
-        text += "\nhint: " + "\nhint: ".join(hints)
+    if "not in struct" in message or "Could not override" in message or "Key '" in message:
+        text += "\nhint: " + _nearest_key_hint(message, config_name, overrides)
     return text
 
 
