@@ -66,10 +66,10 @@ def _split(config_name: str) -> tuple[str, str]:
 
 def group_options(group: str, root: str = "models") -> list[str]:
     """Names of the packaged configs of one group (``model``, ``data``, ``trainer``, ...) as the
-    commands of config root ``root`` see them."""
+    commands of config root ``root`` see them; a sub-folder's are ``<folder>/<name>`` (``evidence/lm``)."""
     for folder in (config_dir(root) / group, config_dir("shared") / group):
         if folder.is_dir():
-            return sorted(p.stem for p in folder.glob("*.yaml"))
+            return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml"))
     return []
 
 

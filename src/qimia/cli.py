@@ -41,6 +41,8 @@ COMMANDS: dict[str, Command] = {
     "summary": Command("models/summary", "qimia.models.summary:main", "parameter counts of the model families"),
     "report": Command("models/report", "qimia.experiment.report:main",
                       "tables and figures of any folder of finished runs"),
+    "evidence": Command("models/evidence", "qimia.experiment.evidence:main",
+                        "the verdict table of the evidence tasks (reports/evidence/README.md)"),
     "dual mnist": Command("dual/mnist", "qimia.dual.cli:mnist", "dual form on MNIST: record, Table 1, figures"),
     "dual multitask": Command("dual/multitask", "qimia.dual.cli:multitask",
                               "dual form, two tasks trained jointly: task shares of the attention"),

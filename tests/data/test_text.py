@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from qimia.data import BPETokenizer, CharTokenizer, PythonDocs, TextDataModule, TextFile, WikiText
-from qimia.data.text import TokenWindows
+from qimia.data.text import PG19, TokenWindows
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog {i * i}\n" for i in range(400))
 
@@ -59,6 +59,21 @@ def test_wikitext_local_folder(tmp_path):
     assert corpus.train == corpus.test == TEXT
     with pytest.raises(FileNotFoundError, match="wiki.train"):
         WikiText(path=str(tmp_path / "nowhere")).load()
+
+
+def test_pg19_reads_the_books_of_each_split_in_order(tmp_path):
+    for split, books in (("train", ["b2", "a1", "c3"]), ("validation", ["v"]), ("test", ["t"])):
+        (tmp_path / split).mkdir()
+        for book in books:
+            (tmp_path / split / f"{book}.txt").write_text(f"<{split} {book}>")
+    corpus = PG19(str(tmp_path)).load()
+    assert corpus.train == "<train a1>\n\n<train b2>\n\n<train c3>" and corpus.test == "<test t>"
+    assert PG19(str(tmp_path), max_books=2).load().train == "<train a1>\n\n<train b2>"
+    with pytest.raises(FileNotFoundError, match="gsutil"):
+        PG19(str(tmp_path / "nowhere")).load()
+    (tmp_path / "test" / "t.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="test"):
+        PG19(str(tmp_path)).load()
 
 
 def test_python_docs_is_a_real_corpus():

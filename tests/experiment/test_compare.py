@@ -140,3 +140,21 @@ def test_learning_rates_are_tuned_per_arm_on_validation(tmp_path):
         assert f"lr: {best}" in (out / f"{arm}_seed0" / "config.yaml").read_text()  # trained with its own rate
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["arm"] for r in rows] == ["residual", "qimia"]  # the search runs are not rows of the table
+
+
+def test_learning_rates_with_a_sweep_are_tuned_at_its_first_point(tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", *FAST, "seeds=1", "compare.tune=lr", "compare.lr_grid=[0.0001,0.01]",
+                 "trainer.limit_train_batches=2,3", f"hydra.sweep.dir={out}"]) == 0
+    assert "at trainer.limit_train_batches=2" in (out / "tuning.md").read_text()
+    tuned = [json.loads(p.read_text()) for p in (out / "tune").glob("*/result.json")]
+    assert len(tuned) == 4  # 2 arms x 2 rates, at the first point only
+    assert all("limit_train_batches: 2\n" in (p.parent / "config.yaml").read_text() for p in (out / "tune").glob("*/result.json"))
+    chosen = {}
+    for arm in ("residual", "qimia"):
+        val = {r["sweep"]["optimizer.lr"]: r["history"]["val"][-1]["val/acc"] for r in tuned if r["arm"] == arm}
+        chosen[arm] = max(val, key=val.get)
+    runs = sorted(p.parent.name for p in out.glob("*/result.json"))
+    assert runs == sorted(f"{a},trainer.limit_train_batches={n}_seed0" for a in chosen for n in (2, 3))
+    for name in runs:  # every point trains with its arm's rate
+        assert f"lr: {chosen[name.split(',')[0]]}" in (out / name / "config.yaml").read_text()

@@ -155,3 +155,31 @@ def test_no_grad_forward_matches():
     x = torch.randn(2, 4, 16)
     with torch.no_grad():
         torch.testing.assert_close(fast(x).output, slow(x).output, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("granularity", ["layer", "component"])
+def test_the_memory_dies_with_its_graph(granularity, monkeypatch):
+    """The graph owns the memory, never the reverse: once the output and its graph are gone the
+    memory is freed at once, without the cycle collector (a cycle through autograd nodes would
+    keep every step's activations alive: a leak of ~30 MB per step in an 8-layer LM)."""
+    import gc
+    import weakref
+
+    from qimia.layers.manual_memory import ManualMemory
+
+    made: list[weakref.ref] = []
+    init = ManualMemory.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(weakref.ref(self))
+
+    monkeypatch.setattr(ManualMemory, "__init__", recording_init)
+    net = QIMIA(token_blocks(3, 8), 8, granularity=granularity, heads=2)
+    gc.disable()
+    try:
+        for _ in range(2):
+            net(torch.randn(2, 5, 8)).output.sum().backward()
+        assert len(made) == 2 and all(ref() is None for ref in made)
+    finally:
+        gc.enable()

@@ -57,6 +57,69 @@ def test_language_model_loss_perplexity_and_bits_per_character(adam, trainer_fac
         LanguageModelModule(net, chars_per_token=0, optimizer=adam)
 
 
+def test_language_model_scores_only_targets_that_are_not_ignored(adam, trainer_factory):
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, 7, (10, 9), generator=g)
+    inputs, targets = tokens[:, :-1], tokens[:, 1:].clone()
+    keep = torch.rand(targets.shape, generator=g) < 0.3
+    keep[:3] = True  # unequal numbers of scored targets per batch: a per-token weighting differs
+    targets[~keep] = -100
+    net = Bigram()
+    with torch.no_grad():
+        net.table.weight.copy_(3 * torch.randn(7, 7, generator=g))  # confident: losses vary per batch
+        logits = net(inputs)
+    nats = F.cross_entropy(logits[keep], targets[keep]).item()
+    acc = (logits[keep].argmax(-1) == targets[keep]).float().mean().item()
+    # what counting the ignored targets would report: all targets, or batch means weighted by numel()
+    everything = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).item()
+    per_batch = [F.cross_entropy(logits[i : i + 3][keep[i : i + 3]], targets[i : i + 3][keep[i : i + 3]]).item()
+                 for i in range(0, 10, 3)]
+    by_numel = sum(loss * targets[i : i + 3].numel() for loss, i in zip(per_batch, range(0, 10, 3))) / targets.numel()
+    assert min(abs(nats - everything), abs(nats - by_numel)) > 0.1 and acc > 0.05  # (acc over all: acc * 0.54)
+    module = LanguageModelModule(net, optimizer=adam)
+    (metrics,) = trainer_factory().test(module, DataLoader(TensorDataset(inputs, targets), batch_size=3), verbose=False)
+    assert metrics["test/loss"] == pytest.approx(nats, rel=1e-5)  # weighted by scored targets only
+    assert metrics["test/bpc"] == pytest.approx(nats / math.log(2), rel=1e-5)
+    assert metrics["test/acc"] == pytest.approx(acc, abs=1e-6)
+    # the training loss (and so the gradient) ignores them too
+    loss = module.step((inputs[:3], targets[:3]), "val")
+    assert loss.item() == pytest.approx(F.cross_entropy(logits[:3][keep[:3]], targets[:3][keep[:3]]).item(), rel=1e-5)
+    nothing = module.step((inputs[:2], torch.full_like(targets[:2], -100)), "val")
+    assert nothing.item() == 0.0  # a batch without a scored target: no loss, not NaN
+
+
+def test_language_model_accuracy_is_next_token_accuracy_on_plain_text(adam, trainer_factory):
+    tokens = torch.randint(0, 7, (6, 9), generator=torch.Generator().manual_seed(2))
+    net = Bigram()
+    (metrics,) = trainer_factory().test(LanguageModelModule(net, optimizer=adam),
+                                        DataLoader(TensorDataset(tokens[:, :-1], tokens[:, 1:]), batch_size=4),
+                                        verbose=False)
+    with torch.no_grad():
+        right = net(tokens[:, :-1]).argmax(-1) == tokens[:, 1:]
+    assert metrics["test/acc"] == pytest.approx(right.float().mean().item(), abs=1e-6)
+
+
+def test_language_model_monitor_choice(adam, trainer_factory, tmp_path):
+    assert (LanguageModelModule.monitor, LanguageModelModule.monitor_mode) == ("bpc", "min")  # class defaults
+    default = LanguageModelModule(Bigram(), optimizer=adam)
+    assert (default.monitor, default.monitor_mode) == ("bpc", "min")
+    module = LanguageModelModule(Bigram(), monitor="acc", optimizer=adam)
+    assert (module.monitor, module.monitor_mode) == ("acc", "max")
+    assert (LanguageModelModule(Bigram(), monitor="loss", optimizer=adam).monitor_mode) == "min"
+    assert LanguageModelModule.monitor == "bpc"  # an instance's choice leaves the class alone
+    with pytest.raises(ValueError, match=r"monitor must be one of \['bpc', 'acc', 'loss'\], got 'ppl'"):
+        LanguageModelModule(Bigram(), monitor="ppl", optimizer=adam)
+    # the choice is a saved hyper-parameter and survives a checkpoint (read with weights_only=True)
+    tokens = torch.randint(0, 7, (4, 9), generator=torch.Generator().manual_seed(3))
+    trainer = trainer_factory(max_epochs=1)
+    trainer.fit(module, DataLoader(TensorDataset(tokens[:, :-1], tokens[:, 1:]), batch_size=2))
+    path = tmp_path / "lm.ckpt"
+    trainer.save_checkpoint(path)
+    assert torch.load(path, weights_only=True)["hyper_parameters"]["monitor"] == "acc"
+    loaded = LanguageModelModule.load_from_checkpoint(path, net=Bigram(), optimizer=adam)
+    assert (loaded.monitor, loaded.monitor_mode) == ("acc", "max")
+
+
 class Identity(nn.Module):
     task = "denoising"
 

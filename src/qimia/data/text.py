@@ -114,6 +114,40 @@ class WikiText:
 
 
 @dataclass
+class PG19:
+    """PG-19 (Rae et al. 2020, "Compressive Transformers for Long-Range Sequence Modelling"): books
+    from Project Gutenberg published before 1919, as distributed by DeepMind
+    (``gs://deepmind-gutenberg``, or Hugging Face ``deepmind/pg19``): a folder with ``train/``,
+    ``validation/`` and ``test/`` sub-folders of one UTF-8 ``<book id>.txt`` per book.
+
+    Args:
+        path: the folder.
+        max_books: read at most this many books per split (in file-name order; ``None``: all
+            28,602 training books, ~11 GB of text).
+    """
+
+    path: str
+    max_books: int | None = None
+
+    def load(self) -> Corpus:
+        folder = Path(self.path)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"no PG-19 folder at {folder}; download it (gsutil -m cp -r gs://deepmind-gutenberg <folder>) and pass "
+                "data.source.path=<folder with train/, validation/, test/>."
+            )
+        if self.max_books is not None and self.max_books < 1:
+            raise ValueError(f"max_books must be >= 1 or null, got {self.max_books}.")
+        texts = []
+        for split in ("train", "validation", "test"):
+            books = sorted((folder / split).glob("*.txt"))[: self.max_books]
+            if not books:
+                raise FileNotFoundError(f"no <book id>.txt files in {folder / split}: is {folder} the PG-19 folder?")
+            texts.append("\n\n".join(book.read_text(encoding="utf-8") for book in books))
+        return Corpus(*texts)
+
+
+@dataclass
 class PythonDocs:
     """The Python reference documentation that ships with CPython (``pydoc_data.topics``: about
     465k characters of English prose and code examples), split contiguously like :class:`TextFile`.

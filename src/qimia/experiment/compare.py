@@ -186,6 +186,7 @@ def run_arm(cfg: DictConfig, run_dir: str | Path, *, sweep: dict[str, Any] | Non
             print(f"[compare] {label}: resuming from {run_dir / 'checkpoints' / 'last.ckpt'}", flush=True)
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one progress line per run instead
         keep: dict[str, Any] = {}
+        started = time.time()
         result = run_training(run_cfg, run_dir, net_overrides=arm.overrides, keep=keep,
                               callbacks=[RunProgress(f"[compare] {label}")])
         record = {
@@ -193,7 +194,7 @@ def run_arm(cfg: DictConfig, run_dir: str | Path, *, sweep: dict[str, Any] | Non
             "code": code_hash(), "arm_overrides": arm.overrides, "knob": arm.knob, "knob_value": arm.knob_value,
             "target_params": arm.target, "reference": reference_arm(cfg, arms).name, "title": cfg.name,
             "phase": cfg.compare.phase, "arm_order": [a.name for a in arms],
-            "matched_by": arm.matched_by,
+            "matched_by": arm.matched_by, "started": started, "finished": time.time(),
             **result.to_dict(),
             "attention": _attention(keep["net"], keep["datamodule"], cfg.compare.attention_batch),
         }
@@ -231,10 +232,16 @@ def job(cfg: DictConfig) -> float | None:
 
 
 def _sweep_keys(overrides: Sequence[str]) -> list[str]:
+    return list(_first_sweep_points(overrides))
+
+
+def _first_sweep_points(overrides: Sequence[str]) -> dict[str, str]:
+    """``{key: its first value}`` of every sweep among ``overrides`` (``data.chains=2,4,8`` -> ``"2"``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return [o.get_key_element() for o in parsed if o.is_sweep_override() and not o.get_key_element().startswith("hydra")]
+    return {o.get_key_element(): next(o.sweep_string_iterator()) for o in parsed
+            if o.is_sweep_override() and not o.get_key_element().startswith("hydra")}
 
 
 def comparison_dir(cfg: DictConfig, overrides: Sequence[str]) -> Path:
@@ -293,10 +300,15 @@ def lr_grid(cfg: DictConfig) -> list[float]:
 def tune_learning_rates(prog: str, config: str, task: str, cfg: DictConfig, overrides: Sequence[str], folder: Path,
                         arms: Sequence[str], seed: int) -> dict[str, float] | None:
     """``compare.tune=lr``: each arm's rate from ``lr_grid`` with the best final *validation*
-    metric on one seed (runs in ``<folder>/tune``); writes ``tuning.md``. ``None`` if a job failed."""
+    metric on one seed (runs in ``<folder>/tune``); writes ``tuning.md``. ``None`` if a job failed.
+
+    With a sweep of your own (``data.chains=2,4,8``) the rates are chosen at its first point
+    (``data.chains=2``) and every point trains with them: the same protocol for every arm."""
     tune_dir = folder / "tune"
     grid = lr_grid(cfg)
-    mine = [o for o in overrides if not o.startswith("optimizer.lr=")]
+    first = _first_sweep_points(overrides)
+    mine = [o for o in overrides if not o.startswith("optimizer.lr=") and o.split("=", 1)[0] not in first]
+    mine += [f"{key}={value}" for key, value in first.items()]
     code = _launch(prog, config, task, mine, tune_dir, arms, [seed], ["optimizer.lr"],
                    extra=[f"optimizer.lr={','.join(map(repr, grid))}", "compare.phase=tune"])
     if code != 0:
@@ -310,7 +322,8 @@ def tune_learning_rates(prog: str, config: str, task: str, cfg: DictConfig, over
     pick = max if mode == "max" else min
     chosen = {arm: pick((lr for lr in grid if lr in rates), key=lambda lr, rates=rates: rates[lr])
               for arm, rates in table.items() if rates}
-    lines = [f"# Learning rate per arm (validation {monitor}, seed {seed}, final weights)", "",
+    point = "".join(f", at {k}={v}" for k, v in first.items())
+    lines = [f"# Learning rate per arm (validation {monitor}, seed {seed}{point}, final weights)", "",
              "| arm | " + " | ".join(f"lr={lr:.3g}" for lr in grid) + " | chosen |",
              "|---|" + "---:|" * (len(grid) + 1)]
     for arm, rates in table.items():
@@ -343,8 +356,8 @@ def drive(prog: str, config: str, task: str, argv: Sequence[str]) -> int:
         arms, reference = plan_arms(cfg)
         if cfg.compare.tune not in (None, "lr"):
             raise ValueError(f"compare.tune={cfg.compare.tune!r}: choose null or lr.")
-        if cfg.compare.tune == "lr" and _sweep_keys(overrides):
-            raise ValueError("compare.tune=lr chooses optimizer.lr per arm: do not sweep other keys in the same command.")
+        if cfg.compare.tune == "lr" and "optimizer.lr" in _sweep_keys(overrides):
+            raise ValueError("compare.tune=lr chooses optimizer.lr per arm: do not also sweep optimizer.lr.")
     except (ConfigError, ValueError, TypeError, FileNotFoundError) as err:
         print(f"qimia {prog}: error: {err}", file=sys.stderr)
         return 2

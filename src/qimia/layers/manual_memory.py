@@ -118,6 +118,13 @@ class ManualMemory(ABC):
         """Mix reader ``r``'s ``c_r`` slots: native tensor of the value's shape."""
         return _Read.apply(self, reader, self.order)
 
+    def close(self) -> None:
+        """End the forward pass: drop the last order tensor. The autograd graph holds this memory
+        (every node's ``ctx.memory``); were the memory to hold the graph back through ``order``,
+        the cycle would run through C++ autograd nodes that Python's collector cannot see, and
+        every step's activations would stay alive. Reads and writes after ``close`` are an error."""
+        self.order = None  # type: ignore[assignment]
+
     def begin_backward(self, reader: int) -> None:
         """Allocate fresh gradient buffers when a new backward pass starts (reads run in reverse
         order, so a reader no earlier than the last one seen starts a new pass)."""

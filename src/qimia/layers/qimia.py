@@ -319,6 +319,8 @@ class QIMIA(nn.Module):
             same_shape_or_raise(block_input, value, f"block {layer + 1} ({type(block).__name__})")
             write(value)
         output = read(self.depth, num_slots) if self.readout else values[-1]
+        if manual:
+            memory.close()  # the graph owns the memory, never the reverse
         slot_keys = SlotKeys(lambda slot: self._key(values[slot], slot), len(values)) if folded else keys
         return DepthOutput(output, slot_keys, values, attention)
 

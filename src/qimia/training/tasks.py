@@ -51,40 +51,62 @@ class ClassificationModule(TaskModule):
 
 
 class LanguageModelModule(TaskModule):
-    """Next-token cross-entropy on ``net(tokens) (B, T, V)``; logs ``loss`` (nats per token),
-    ``ppl = exp(loss)`` and ``bpc = loss / (ln 2 * chars_per_token)`` per epoch.
+    """Next-token cross-entropy on ``net(tokens) (B, T, V)`` over the scored targets; logs ``loss``
+    (nats per scored token), ``ppl = exp(loss)``, ``bpc = loss / (ln 2 * chars_per_token)`` and
+    ``acc`` (argmax accuracy over the scored targets: next-character accuracy for plain text) per
+    epoch, each synced across processes.
+
+    A target ``-100`` (``IGNORE_INDEX``) is not scored: it adds nothing to the loss or the metrics
+    (tasks that ask questions, such as :mod:`qimia.data.chunking`, score the answers only).
 
     Args:
         chars_per_token: characters per token of the evaluation text (1 for characters; from
             the data module for BPE), so ``bpc`` is exact for any tokenizer.
+        monitor: the headline metric, ``"bpc"`` (default), ``"loss"`` (both minimised) or ``"acc"``
+            (maximised); a data module may choose it through its ``task_kwargs``.
         **kwargs: ``net``, ``optimizer``, ``scheduler``, ``compile``.
     """
 
-    monitor, monitor_mode = "bpc", "min"
+    monitor, monitor_mode = "bpc", "min"  # class defaults; an instance's follow its ``monitor``
+    MONITORS = ("bpc", "acc", "loss")
+    IGNORE_INDEX = -100
 
-    def __init__(self, net: nn.Module, chars_per_token: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, net: nn.Module, chars_per_token: float = 1.0, monitor: str = "bpc", **kwargs: Any) -> None:
         super().__init__(net, **kwargs)
         if chars_per_token <= 0:
             raise ValueError(f"chars_per_token must be positive, got {chars_per_token}.")
+        if monitor not in self.MONITORS:
+            raise ValueError(f"monitor must be one of {list(self.MONITORS)}, got {monitor!r}; set task.monitor=bpc, "
+                             "task.monitor=acc or task.monitor=loss.")
         self.chars_per_token = chars_per_token
+        self.monitor, self.monitor_mode = monitor, "max" if monitor == "acc" else "min"
         self.nats = nn.ModuleDict({f"{s}_nats": MeanMetric() for s in STAGES})
+        self.accuracy = nn.ModuleDict({f"{s}_acc": MeanMetric() for s in STAGES})
 
     def step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        inputs, targets = batch  # (B, T), (B, T)
+        inputs, targets = batch  # (B, T), (B, T); -100 where a target is not scored
         logits = self(inputs)  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-        self.nats[f"{stage}_nats"].update(loss.detach(), weight=targets.numel())
+        flat_logits, flat_targets = logits.flatten(0, 1).float(), targets.flatten()  # (B*T, V), (B*T,)
+        scored = (flat_targets != self.IGNORE_INDEX).float()  # (B*T,)
+        count = scored.sum()
+        total = F.cross_entropy(flat_logits, flat_targets, ignore_index=self.IGNORE_INDEX, reduction="sum")
+        loss = total / count.clamp(min=1)  # mean over scored targets (0, without a gradient, if none)
+        self.nats[f"{stage}_nats"].update(loss.detach(), weight=count)
+        right = (flat_logits.detach().argmax(-1) == flat_targets).float()  # never right where ignored
+        self.accuracy[f"{stage}_acc"].update(right, weight=scored)
         if stage == "train":
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def _log_epoch(self, stage: str) -> None:
-        metric = self.nats[f"{stage}_nats"]
-        nats = metric.compute()  # synced across processes
+        metric, accuracy = self.nats[f"{stage}_nats"], self.accuracy[f"{stage}_acc"]
+        nats, acc = metric.compute(), accuracy.compute()  # synced across processes
         metric.reset()
+        accuracy.reset()
         self.log(f"{stage}/loss", nats, prog_bar=stage != "train")
         self.log(f"{stage}/ppl", torch.exp(nats))
         self.log(f"{stage}/bpc", nats / (math.log(2) * self.chars_per_token), prog_bar=stage != "train")
+        self.log(f"{stage}/acc", acc, prog_bar=stage != "train" and self.monitor == "acc")
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
