@@ -35,6 +35,20 @@ def _dnc(**kw):
     return DNC(cfg)
 
 
+@pytest.mark.parametrize("usage_write_gradient", [False, True])
+def test_usage_is_differentiated_through_the_previous_writes_only_on_request(usage_write_gradient):
+    """deepmind/dnc stops the gradient of usage w.r.t. the previous write weights; the option keeps it."""
+    access = _dnc(usage_write_gradient=usage_write_gradient).access
+    state = access.initial_state(2, torch.zeros(1))
+    previous = torch.rand(2, access.N, requires_grad=True)  # w^w_{t-1}, a leaf of its own
+    after = access(torch.randn(2, 16), state._replace(write_weights=previous, usage=torch.rand(2, access.N)))
+    (grad,) = torch.autograd.grad(after.usage.sum(), previous, allow_unused=True)
+    if usage_write_gradient:
+        assert grad is not None and grad.abs().sum() > 0
+    else:
+        assert grad is None
+
+
 def test_freshly_written_slot_is_the_allocated_one():
     dnc = _dnc()
     # force write gate = allocation gate = 1 through the interface bias

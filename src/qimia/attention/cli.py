@@ -154,7 +154,7 @@ def ram(cfg: DictConfig) -> float | None:
     datamodule = build(cfg.data)
     net = build_ram_net(cfg, datamodule)
     module = RAMModule(net, eval_seed=cfg.eval_seed, optimizer=optimizer_factory(cfg),
-                       scheduler=scheduler_factory(cfg))
+                       scheduler=scheduler_factory(cfg), **cfg.task)
     best = ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="best", monitor="val/error", mode="min",
                            save_top_k=1, auto_insert_metric_name=False)
     history = EpochHistory()

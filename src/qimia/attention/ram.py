@@ -97,6 +97,7 @@ class RAMConfig:
     num_classes: int = 10
     glimpses: int = 6
     std: float = 0.1  # policy standard deviation sigma
+    location_hidden: int = 0  # 0: mu = tanh(W_m h); > 0: mu = tanh(W_2 ReLU(W_1 h)) with this width
 
 
 class RecurrentAttentionModel(nn.Module):
@@ -111,7 +112,9 @@ class RecurrentAttentionModel(nn.Module):
         self.glimpse_out1 = nn.Linear(c.glimpse_hidden, c.glimpse_size)
         self.glimpse_out2 = nn.Linear(c.glimpse_hidden, c.glimpse_size)
         self.core_h, self.core_g = nn.Linear(c.hidden, c.hidden), nn.Linear(c.glimpse_size, c.hidden)
-        self.location_net = nn.Linear(c.hidden, 2)
+        # f_l: linear (Mnih et al. 2014) or with one hidden layer (kevinzakka/recurrent-visual-attention)
+        self.location_net = (nn.Linear(c.hidden, 2) if c.location_hidden == 0 else
+                             nn.Sequential(nn.Linear(c.hidden, c.location_hidden), nn.ReLU(), nn.Linear(c.location_hidden, 2)))
         self.baseline_net = nn.Linear(c.hidden, 1)
         self.classifier = nn.Linear(c.hidden, c.num_classes)
 
@@ -127,19 +130,23 @@ class RecurrentAttentionModel(nn.Module):
         loc = torch.rand(B, 2, generator=generator).to(images) * 2 - 1  # (B, 2)
         return RAMState(images.new_zeros(B, self.config.hidden), loc)
 
-    def step(self, images: Tensor, state: RAMState, sample: bool = True) -> RAMStep:
+    def step(self, images: Tensor, state: RAMState, sample: bool = True,
+             generator: torch.Generator | None = None) -> RAMStep:
         g = self.glimpse(images, state.location)
         h = F.relu(self.core_h(state.hidden) + self.core_g(g))  # (B, H)
         mean = torch.tanh(self.location_net(h.detach()))  # (B, 2); location net trained by REINFORCE only
         std = self.config.std
-        loc = (mean + std * torch.randn_like(mean)).detach() if sample else mean.detach()
+        noise = torch.randn(mean.shape, generator=generator).to(mean) if generator is not None else torch.randn_like(mean)
+        loc = (mean + std * noise).detach() if sample else mean.detach()
         # log N(l; mu, sigma^2 I), summed over the two coordinates
         log_prob = (-((loc - mean) ** 2) / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
         baseline = self.baseline_net(h.detach()).squeeze(-1)  # (B,)
         return RAMStep(RAMState(h, loc.clamp(-1.0, 1.0)), mean, log_prob, baseline)
 
-    def forward(self, images: Tensor, sample: bool = True, state: RAMState | None = None):
-        """Args: images ``(B, C, H, W)``. Returns logits ``(B, classes)``, log_probs ``(B, T)``,
+    def forward(self, images: Tensor, sample: bool = True, state: RAMState | None = None,
+                generator: torch.Generator | None = None):
+        """Args: images ``(B, C, H, W)``; ``generator`` draws the sampled locations' noise
+        (default: the global generator). Returns logits ``(B, classes)``, log_probs ``(B, T)``,
         baselines ``(B, T)`` and the glimpse locations ``(B, T, 2)`` (including the first)."""
         if images.dim() != 4 or images.shape[1] != self.config.image_channels:
             raise ValueError(f"expected images (B, {self.config.image_channels}, H, W), got {tuple(images.shape)}")
@@ -147,7 +154,7 @@ class RecurrentAttentionModel(nn.Module):
         log_probs, baselines, locations = [], [], []
         for _ in range(self.config.glimpses):
             locations.append(state.location)
-            out = self.step(images, state, sample)
+            out = self.step(images, state, sample, generator)
             state = out.state
             log_probs.append(out.log_prob)
             baselines.append(out.baseline)
@@ -164,8 +171,11 @@ class RAMLoss(NamedTuple):
     reward: Tensor
 
 
-def ram_loss(logits: Tensor, labels: Tensor, log_probs: Tensor, baselines: Tensor) -> RAMLoss:
-    """Hybrid loss: NLL + REINFORCE with baseline + baseline MSE; reward = 1 if correct.
+def ram_loss(logits: Tensor, labels: Tensor, log_probs: Tensor, baselines: Tensor,
+             reinforce_weight: float = 1.0) -> RAMLoss:
+    """Hybrid loss: NLL + ``reinforce_weight`` x REINFORCE with baseline + baseline MSE; reward = 1
+    if correct (Mnih et al. 2014 weigh the terms equally; kevinzakka/recurrent-visual-attention
+    uses ``reinforce_weight=0.01``).
 
     Args: logits ``(B, K)``; labels ``(B,)``; log_probs, baselines ``(B, T)``.
     """
@@ -174,4 +184,4 @@ def ram_loss(logits: Tensor, labels: Tensor, log_probs: Tensor, baselines: Tenso
     advantage = (reward[:, None] - baselines).detach()  # (B, T)
     reinforce = -(log_probs * advantage).sum(1).mean()
     base = F.mse_loss(baselines, reward[:, None].expand_as(baselines))
-    return RAMLoss(nll + reinforce + base, nll, reinforce, base, reward.mean())
+    return RAMLoss(nll + reinforce_weight * reinforce + base, nll, reinforce, base, reward.mean())

@@ -20,6 +20,11 @@ and the memory access runs (write first, then read)::
 
 The read-mode order ``[backward, content, forward]`` is the Nature paper's (Graves et al. 2016,
 ``pi = (b, c, f)``); deepmind/dnc orders its read modes ``[backward, forward, content]``.
+
+Usage is not differentiated with respect to the previous write weights ``w^w_{t-1}``: deepmind/dnc's
+``Freeness`` stops that gradient ("Calculation of usage is not differentiable with respect to write
+weights"), and so does this module unless ``usage_write_gradient=True`` (the paper's equations
+are silent on it). The free gates and read weights keep their gradient either way.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class DNCConfig:
     word_size: int = 20  # W
     read_heads: int = 2  # R
     controller_clip: float = 20.0
+    usage_write_gradient: bool = False  # differentiate usage w.r.t. w^w_{t-1} (deepmind/dnc: no)
 
     def __post_init__(self) -> None:
         check_sizes(self, "input_size", "output_size", "controller_size", "memory_slots", "word_size", "read_heads")
@@ -150,9 +156,11 @@ def directional_weights(link: Tensor, read_weights: Tensor) -> tuple[Tensor, Ten
 class MemoryAccess(nn.Module):
     """DNC memory access: parses the interface vector and updates :class:`AccessState`."""
 
-    def __init__(self, input_size: int, memory_slots: int, word_size: int, read_heads: int):
+    def __init__(self, input_size: int, memory_slots: int, word_size: int, read_heads: int,
+                 usage_write_gradient: bool = False):
         super().__init__()
         self.N, self.W, self.R = memory_slots, word_size, read_heads
+        self.usage_write_gradient = usage_write_gradient
         W, R = word_size, read_heads
         self.sizes = [R * W, R, W, 1, W, W, R, 1, 1, R * 3]
         self.interface = nn.Linear(input_size, sum(self.sizes))
@@ -182,7 +190,8 @@ class MemoryAccess(nn.Module):
     def forward(self, h: Tensor, state: AccessState) -> AccessState:
         """One access step. Args: h ``(B, input_size)`` controller output."""
         i = self.parse(h)
-        usage = update_usage(state.usage, state.write_weights, i.free_gates, state.read_weights)
+        previous_writes = state.write_weights if self.usage_write_gradient else state.write_weights.detach()
+        usage = update_usage(state.usage, previous_writes, i.free_gates, state.read_weights)
         alloc = allocation_weighting(usage)
         write_content = content_weighting(state.memory, i.write_key, i.write_strength).squeeze(1)  # (B, N)
         ga, gw = i.allocation_gate, i.write_gate  # (B, 1)
@@ -208,7 +217,7 @@ class DNC(RecurrentMemory):
         self.controller = make_controller(
             c.controller, c.input_size + c.read_heads * c.word_size, c.controller_size, c.controller_clip
         )
-        self.access = MemoryAccess(c.controller_size, c.memory_slots, c.word_size, c.read_heads)
+        self.access = MemoryAccess(c.controller_size, c.memory_slots, c.word_size, c.read_heads, c.usage_write_gradient)
         self.output = nn.Linear(c.controller_size + c.read_heads * c.word_size, c.output_size)
 
     def initial_state(self, batch_size: int, like: Tensor) -> DNCState:

@@ -29,15 +29,24 @@ class RAMModule(TaskModule):
 
     Args:
         net: a :class:`~qimia.attention.ram.RecurrentAttentionModel`.
-        eval_seed: seed of the first glimpse location in validation and test.
+        eval_seed: seed of the first glimpse location (and of the sampled ones) in validation and test.
+        mc_samples: ``0`` classifies with the policy mean; ``M > 0`` averages the class
+            log-probabilities of ``M`` sampled glimpse trajectories per image (Monte-Carlo test
+            sampling: ``M = 10`` in kevinzakka/recurrent-visual-attention).
+        reinforce_weight: weight of the REINFORCE term of :func:`~qimia.attention.ram.ram_loss`.
         **kwargs: ``optimizer``, ``scheduler`` (see :class:`~qimia.training.base.TaskModule`).
     """
 
     monitor, monitor_mode = "error", "min"
 
-    def __init__(self, net: RecurrentAttentionModel, eval_seed: int = 0, **kwargs: Any) -> None:
+    def __init__(self, net: RecurrentAttentionModel, eval_seed: int = 0, mc_samples: int = 0,
+                 reinforce_weight: float = 1.0, **kwargs: Any) -> None:
         super().__init__(net, **kwargs)
-        self.eval_seed = eval_seed
+        if mc_samples < 0:
+            raise ValueError(f"mc_samples must be >= 0 (0: the policy mean), got {mc_samples}.")
+        if reinforce_weight < 0:
+            raise ValueError(f"reinforce_weight must be >= 0, got {reinforce_weight}.")
+        self.eval_seed, self.mc_samples, self.reinforce_weight = eval_seed, mc_samples, reinforce_weight
         self._eval_generator = torch.Generator().manual_seed(eval_seed)
 
     def _reset_eval_generator(self) -> None:
@@ -51,26 +60,34 @@ class RAMModule(TaskModule):
 
     @torch.no_grad()
     def classify(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits ``(B, K)`` and glimpse locations ``(B, T, 2)`` with the policy mean, the first
-        location from the evaluation generator."""
-        state = self.net.initial_state(images, self._eval_generator)
-        logits, _, _, locations = self.net(images, sample=False, state=state)
-        return logits, locations
+        """Class log-probabilities ``(B, K)`` and glimpse locations ``(B, T, 2)``: with the policy
+        mean, or (``mc_samples = M``) the mean log-probabilities of ``M`` sampled trajectories and
+        the first one's locations; every draw from the evaluation generator."""
+        if self.mc_samples == 0:
+            state = self.net.initial_state(images, self._eval_generator)
+            logits, _, _, locations = self.net(images, sample=False, state=state)
+            return logits.log_softmax(-1), locations
+        B, M = images.shape[0], self.mc_samples
+        repeated = images.repeat(M, 1, 1, 1)  # (M * B, C, H, W), sample m = rows m*B .. (m+1)*B - 1
+        state = self.net.initial_state(repeated, self._eval_generator)
+        logits, _, _, locations = self.net(repeated, sample=True, state=state, generator=self._eval_generator)
+        log_probs = logits.log_softmax(-1).view(M, B, -1).mean(0)  # (B, K)
+        return log_probs, locations[:B]
 
     def step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         images, labels = batch  # (B, C, H, W), (B,)
         n = len(labels)
         if stage == "train":
             logits, log_probs, baselines, _ = self.net(images)
-            loss = ram_loss(logits, labels, log_probs, baselines)
+            loss = ram_loss(logits, labels, log_probs, baselines, self.reinforce_weight)
             for name, value in (("loss", loss.total), ("nll", loss.classification), ("reinforce", loss.reinforce),
                                 ("baseline_mse", loss.baseline), ("acc", loss.reward)):
                 self.log(f"train/{name}", value, on_step=True, on_epoch=True, prog_bar=name in ("nll", "acc"),
                          batch_size=n)
             return loss.total
-        logits, _ = self.classify(images)
-        nll = F.cross_entropy(logits, labels)
-        error = (logits.argmax(-1) != labels).float().mean()
+        log_probs, _ = self.classify(images)
+        nll = F.nll_loss(log_probs, labels)
+        error = (log_probs.argmax(-1) != labels).float().mean()
         self.log(f"{stage}/error", error, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=n)
         self.log(f"{stage}/nll", nll, on_epoch=True, sync_dist=True, batch_size=n)
         return nll
