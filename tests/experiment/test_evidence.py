@@ -68,6 +68,7 @@ def test_the_readme_has_a_verdict_per_task_and_says_what_was_not_run(tmp_path):
     rows = build(tmp_path, tasks)
     assert [(r.task, r.verdict) for r in rows] == [("chunking", "helps"), ("denoising", "no difference"), ("lm", "not run")]
     assert rows[0].vs_residual.mean == pytest.approx(0.10) and rows[0].vs_denseformer.mean == pytest.approx(0.05)
+    assert rows[0].best_other == "dwa" and rows[0].vs_best.mean == pytest.approx(0.05)
     readme = (tmp_path / "README.md").read_text()
     assert "| chunking |" in readme and "**helps**" in readme and "chance 10.0%" in readme
     assert "noisy input 20.00 dB" in readme and "+10.00 [" in readme  # accuracy differences in points

@@ -5,8 +5,8 @@ from the finished comparisons of the evidence tasks (``experiment=evidence/<task
     qimia evidence dir=outputs/evidence     # another root
 
 One row per task and point of its difficulty knob (``chains=4``, ``depth=12``): the headline test
-metric of every arm (mean ± sample std over seeds), the paired differences QIMIA − residual and
-QIMIA − DenseFormer (mean per-seed difference and its 95% t-interval,
+metric of every arm (mean ± sample std over seeds), the paired differences QIMIA − residual,
+QIMIA − DenseFormer and QIMIA − the best other arm (mean per-seed difference and its 95% t-interval,
 :func:`qimia.experiment.stats.paired_difference`), the task's floor (what an arm must beat to have
 learnt anything: the bigram model of the corpus, the noisy input, chance) and a verdict:
 
@@ -29,7 +29,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from qimia.experiment.report import Summary, load_records, summarize
+from qimia.experiment.report import (
+    Summary,
+    load_records,
+    metric_scale,
+    paired_text,
+    summarize,
+    sweep_suffix,
+)
 from qimia.experiment.stats import Paired, mean_std, plus_minus
 
 
@@ -42,6 +49,8 @@ class Row:
     summary: Summary | None
     vs_residual: Paired | None
     vs_denseformer: Paired | None
+    best_other: str  # the arm other than QIMIA with the best mean (e.g. concat, fine_tune)
+    vs_best: Paired | None
     verdict: str
     floor: str
     minutes: float
@@ -122,24 +131,27 @@ def task_rows(task: str, spec: DictConfig, folder: Path) -> list[Row]:
     try:
         records = load_records(folder)
     except FileNotFoundError:
-        return [Row(task, "", None, None, None, "not run", "", float("nan"), 0)]
+        return [Row(task, "", None, None, None, "", None, "not run", "", float("nan"), 0)]
     arms = {key: str(spec.get(key) or default) for key, default in
             (("qimia", "qimia"), ("residual", "residual"), ("denseformer", "dwa"))}
-    points = sorted({"".join(f",{k}={v}" for k, v in (r.get("sweep") or {}).items()) for r in records},
-                    key=_point_order)
+    points = sorted({sweep_suffix(r) for r in records}, key=_point_order)
     minutes = wall_minutes(folder)
     rows = []
     for point in points:
-        chosen = [r for r in records if "".join(f",{k}={v}" for k, v in (r.get("sweep") or {}).items()) == point]
+        chosen = [r for r in records if sweep_suffix(r) == point]
         by_residual = summarize(chosen, reference=arms["residual"])
         by_denseformer = summarize(chosen, reference=arms["denseformer"])
         qimia = arms["qimia"] + point
         vs_r = next(a.paired for a in by_residual.arms if a.name == qimia)
         vs_d = next(a.paired for a in by_denseformer.arms if a.name == qimia)
-        assert vs_r is not None and vs_d is not None
+        others = [a for a in by_residual.arms if a.name != qimia]
+        pick = max if by_residual.mode == "max" else min
+        best = pick(others, key=lambda a: a.metric_mean).name
+        vs_b = next(a.paired for a in summarize(chosen, reference=best.split(",")[0]).arms if a.name == qimia)
+        assert vs_r is not None and vs_d is not None and vs_b is not None
         rows.append(Row(task, point.lstrip(",").replace("model.", "").replace("data.", ""), by_residual, vs_r, vs_d,
-                        verdict(vs_r, vs_d, by_residual.mode), floor_text(spec.get("floor"), chosen, folder),
-                        minutes, len(chosen)))
+                        best.split(",")[0], vs_b, verdict(vs_r, vs_d, by_residual.mode),
+                        floor_text(spec.get("floor"), chosen, folder), minutes, len(chosen)))
     return rows
 
 
@@ -157,40 +169,34 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _difference(p: Paired | None, scale: float, digits: int) -> str:
-    if p is None or p.n == 0:
-        return "n/a"
-    interval = "n/a" if math.isnan(p.low) else f"[{scale * p.low:+.{digits}f}, {scale * p.high:+.{digits}f}]"
-    return f"{scale * p.mean:+.{digits}f} {interval}; {p.wins}/{p.n}"
-
-
 def markdown(rows: list[Row], dirs: dict[str, str], commands: dict[str, str]) -> str:
     """The README: the verdict table, then each task's arms and where its report is."""
     lines = [
         "# Evidence: does QIMIA help?",
         "",
-        "Written by `qimia evidence` from the comparisons in the folders below; every comparison is one "
+        ("Written by `qimia evidence` from the comparisons in the folders below; every comparison is one "
         "`qimia compare experiment=evidence/<task>` command (each task's `results.md` quotes it). Arms are "
         "parameter-matched within ±1% where reachable (each `results.md` shows every count), trained on the "
         "same data, optimizer and budget, each with its own learning rate chosen on validation "
         "(`tuning.md`). Differences are QIMIA minus the control, paired by seed, with 95% t-intervals and "
         "the number of seeds on which QIMIA is better. Verdict: *helps* needs both intervals to exclude "
-        "zero on QIMIA's better side; *hurts*: the interval against residual excludes zero on its worse side.",
+        "zero on QIMIA's better side; *hurts*: the interval against residual excludes zero on its worse side. "
+        "The last difference is against the best arm other than QIMIA (by mean), whichever it is."),
         "",
-        "| task | point | metric | QIMIA − residual | QIMIA − DenseFormer | verdict | floor | seeds | time (min) |",
-        "|---|---|---|---:|---:|---|---|---:|---:|",
+        "| task | point | metric | QIMIA − residual | QIMIA − DenseFormer | verdict | QIMIA − best other arm | floor | seeds | time (min) |",
+        "|---|---|---|---:|---:|---|---:|---|---:|---:|",
     ]
     for row in rows:
         if row.summary is None:
-            lines.append(f"| {row.task} | | | | | not run | | 0 | |")
+            lines.append(f"| {row.task} | | | | | not run | | | 0 | |")
             continue
         scale, digits, unit = _scale(row.summary)
         better = "↑" if row.summary.mode == "max" else "↓"
         seeds = min(a.seeds for a in row.summary.arms)
         lines.append(
             f"| {row.task} | {row.point} | test {row.summary.metric}{unit} {better} | "
-            f"{_difference(row.vs_residual, scale, digits)} | {_difference(row.vs_denseformer, scale, digits)} | "
-            f"**{row.verdict}** | {row.floor} | {seeds} | {'n/a' if math.isnan(row.minutes) else f'{row.minutes:.0f}'} |"
+            f"{paired_text(row.vs_residual, scale, digits)} | {paired_text(row.vs_denseformer, scale, digits)} | "
+            f"**{row.verdict}** | {row.best_other}: {paired_text(row.vs_best, scale, digits)} | {row.floor} | {seeds} | {'n/a' if math.isnan(row.minutes) else f'{row.minutes:.0f}'} |"
         )
     lines += ["", "## Every arm", ""]
     for task in dict.fromkeys(r.task for r in rows):
@@ -214,7 +220,9 @@ def markdown(rows: list[Row], dirs: dict[str, str], commands: dict[str, str]) ->
 
 
 def _scale(summary: Summary) -> tuple[float, int, str]:
-    return (100.0, 2, " (%)") if summary.metric == "acc" else (1.0, 4 if summary.metric == "bpc" else 3, "")
+    """The table's scale, digits and unit suffix of the summary's metric."""
+    scale, digits = metric_scale(summary.metric)
+    return scale, digits, " (%)" if scale == 100 else ""
 
 
 def write_csv(rows: list[Row], path: Path) -> None:

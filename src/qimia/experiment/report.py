@@ -35,10 +35,11 @@ RECORD_KEYS = frozenset({"arm", "seed", "test", "monitor", "monitor_mode", "unit
 
 def run_label(record: dict[str, Any]) -> str:
     """A run's row in the tables: its arm, plus the point of any extra sweep (``qimia,optimizer.lr=0.001``)."""
-    return record["arm"] + _sweep_suffix(record)
+    return record["arm"] + sweep_suffix(record)
 
 
-def _sweep_suffix(record: dict[str, Any]) -> str:
+def sweep_suffix(record: dict[str, Any]) -> str:
+    """The run's point of any extra sweep: ``",optimizer.lr=0.001"`` (empty without a sweep)."""
     return "".join(f",{k}={v}" for k, v in (record.get("sweep") or {}).items())
 
 
@@ -74,8 +75,7 @@ class Summary:
 
     def markdown(self) -> str:
         better = "higher is better" if self.mode == "max" else "lower is better"
-        scale = 100.0 if self.metric == "acc" else 1.0
-        digits = 2 if scale == 100 else 4
+        scale, digits = metric_scale(self.metric)
         label = f"test {self.metric}{' (%)' if scale == 100 else ''}"
         lines = [
             f"| arm | width knob | parameters | vs {self.reference} | {label} ({better}) | "
@@ -88,7 +88,7 @@ class Summary:
                 f"| {a.name} | {a.knob.split(',')[0]}={a.knob_value}{a.knob[len(a.knob.split(',')[0]):]} | {a.params:,} | "
             f"{100 * a.param_gap:+.2f}%{'' if abs(a.param_gap) <= MATCH_TOLERANCE else ' (±1% not reachable)'} | "
                 f"{plus_minus(scale * a.metric_mean, scale * a.metric_std, digits)} | "
-                f"{_paired_text(a.paired, scale, digits)} | "
+                f"{paired_text(a.paired, scale, digits)} | "
                 f"{plus_minus(a.throughput_mean, a.throughput_std, 0)} | "
                 f"{plus_minus(a.throughput_ratio, a.throughput_ratio_std, 2)} | {a.seeds} |"
             )
@@ -98,7 +98,14 @@ class Summary:
         return self.markdown()
 
 
-def _paired_text(paired: Paired | None, scale: float, digits: int) -> str:
+def metric_scale(metric: str) -> tuple[float, int]:
+    """How a metric is shown in the tables: the scale from its logged value and the digits
+    (accuracy in percent with 2 digits; everything else as logged with 4)."""
+    return (100.0, 2) if metric == "acc" else (1.0, 4)
+
+
+def paired_text(paired: Paired | None, scale: float, digits: int) -> str:
+    """``"+0.0647 [-0.0485, +0.1780]; 1/5"``: the paired difference, its interval and the seeds better."""
     if paired is None:
         return "(reference)"
     if paired.n == 0:
@@ -137,7 +144,7 @@ def summarize(records: list[dict[str, Any]], arms: list[str] | None = None, refe
     rows = []
     for label in labels:
         runs = [r for r in chosen if run_label(r) == label]
-        ref_label = reference + _sweep_suffix(runs[0])
+        ref_label = reference + sweep_suffix(runs[0])
         seeds = [r["seed"] for r in runs]
         ref_seeds = {s for (lab, s) in value if lab == ref_label}
         m_mean, m_std = mean_std([value[label, s] for s in seeds])
