@@ -59,7 +59,7 @@ def test_the_readme_has_a_verdict_per_task_and_says_what_was_not_run(tmp_path):
     _write_runs(tmp_path / "chunking", {"residual": [v - 0.10 for v in better], "qimia": better,
                                          "dwa": [v - 0.05 for v in better]})
     _write_runs(tmp_path / "denoising", {"residual": [30.0, 30.2, 29.9, 30.1, 30.0], "qimia": [30.1, 30.0, 30.0, 30.2, 29.9],
-                                          "dwa": [30.0, 30.1, 30.0, 30.0, 30.1]}, metric="psnr", extra={"test/psnr_noisy": 20.0})
+                                          "dwa": [30.0, 30.1, 30.0, 30.0, 30.1]}, metric="psnr", extra={"test/psnr_noisy": 30.05})
     tasks = OmegaConf.create({
         "chunking": {"experiment": "evidence/chunking", "dir": "chunking", "floor": "chance"},
         "denoising": {"experiment": "evidence/denoising", "dir": "denoising", "floor": "psnr_noisy"},
@@ -71,7 +71,10 @@ def test_the_readme_has_a_verdict_per_task_and_says_what_was_not_run(tmp_path):
     assert rows[0].best_other == "dwa" and rows[0].vs_best.mean == pytest.approx(0.05)
     readme = (tmp_path / "README.md").read_text()
     assert "| chunking |" in readme and "**helps**" in readme and "chance 10.0%" in readme
-    assert "noisy input 20.00 dB" in readme and "+10.00 [" in readme  # accuracy differences in points
+    assert "+10.00 [" in readme  # accuracy differences in points
+    # residual (30.04 dB) and QIMIA (30.04) do not clear the noisy input's 30.05 dB; DenseFormer (30.04) neither
+    assert "noisy input 30.05 dB; not cleared by residual, qimia, dwa" in readme
+    assert "| residual | 1,000 | 30.0400 ± 0.1140 | **no** | 5 |" in readme and "| qimia | 1,000 | 92.00 ± 1.58 | yes | 5 |" in readme
     assert "Not run yet: `qimia compare experiment=evidence/lm" in readme
     assert rows[0].minutes == pytest.approx(5.0)  # the first start to the last end, over the 5 seeds
     assert math.isclose(float(next(line.split(",")[5] for line in (tmp_path / "summary.csv").read_text().splitlines()

@@ -53,6 +53,7 @@ class Row:
     vs_best: Paired | None
     verdict: str
     floor: str
+    floor_value: float  # in the metric's logged unit; NaN: none
     minutes: float
     runs: int
 
@@ -95,25 +96,35 @@ def ngram_bpc(train: str, test: str, order: int = 1, alpha: float = 0.1) -> floa
     return bits / (len(test) - order)
 
 
-def floor_text(kind: str | None, records: list[dict[str, Any]], folder: Path) -> str:
-    """The task's floor: ``ngram`` (the bigram model of the runs' corpus), ``psnr_noisy`` (the
-    noisy input's test PSNR), ``chance`` (one over the data's classes or modulus), or none."""
+def floor(kind: str | None, records: list[dict[str, Any]], folder: Path) -> tuple[str, float]:
+    """The task's floor, as text and in the metric's logged unit (NaN: none): ``ngram`` (the
+    bigram model of the runs' corpus, bpc), ``psnr_noisy`` (the noisy input's test PSNR, dB),
+    ``chance`` (one over the data's classes or modulus, as accuracy)."""
     if not kind:
-        return ""
+        return "", float("nan")
     if kind == "ngram":
         from hydra.utils import instantiate
 
         config = next(folder.rglob("config.yaml"))
         corpus = instantiate(OmegaConf.load(config).data.source).load()
-        return f"bigram {ngram_bpc(corpus.train, corpus.test):.3f} bpc"
+        bpc = ngram_bpc(corpus.train, corpus.test)
+        return f"bigram {bpc:.3f} bpc", bpc
     if kind == "psnr_noisy":
         mean, _ = mean_std([r["test"]["test/psnr_noisy"] for r in records if "test/psnr_noisy" in r["test"]])
-        return f"noisy input {mean:.2f} dB"
+        return f"noisy input {mean:.2f} dB", mean
     if kind == "chance":
         data = OmegaConf.load(next(folder.rglob("config.yaml"))).data
         classes = data.get("modulus") or data.get("num_classes") or 10
-        return f"chance {100 / classes:.1f}%"
+        return f"chance {100 / classes:.1f}%", 1 / classes
     raise ValueError(f"floor={kind!r}: choose ngram, psnr_noisy, chance or null.")
+
+
+def below_floor(summary: Summary, value: float) -> list[str]:
+    """The arms whose mean does not clear the floor ``value`` (in the metric's direction)."""
+    if math.isnan(value):
+        return []
+    return [a.name.split(",")[0] for a in summary.arms
+            if (a.metric_mean <= value if summary.mode == "max" else a.metric_mean >= value)]
 
 
 def wall_minutes(folder: Path) -> float:
@@ -131,7 +142,7 @@ def task_rows(task: str, spec: DictConfig, folder: Path) -> list[Row]:
     try:
         records = load_records(folder)
     except FileNotFoundError:
-        return [Row(task, "", None, None, None, "", None, "not run", "", float("nan"), 0)]
+        return [Row(task, "", None, None, None, "", None, "not run", "", float("nan"), float("nan"), 0)]
     arms = {key: str(spec.get(key) or default) for key, default in
             (("qimia", "qimia"), ("residual", "residual"), ("denseformer", "dwa"))}
     points = sorted({sweep_suffix(r) for r in records}, key=_point_order)
@@ -151,7 +162,7 @@ def task_rows(task: str, spec: DictConfig, folder: Path) -> list[Row]:
         assert vs_r is not None and vs_d is not None and vs_b is not None
         rows.append(Row(task, point.lstrip(",").replace("model.", "").replace("data.", ""), by_residual, vs_r, vs_d,
                         best.split(",")[0], vs_b, verdict(vs_r, vs_d, by_residual.mode),
-                        floor_text(spec.get("floor"), chosen, folder), minutes, len(chosen)))
+                        *floor(spec.get("floor"), chosen, folder), minutes, len(chosen)))
     return rows
 
 
@@ -193,10 +204,12 @@ def markdown(rows: list[Row], dirs: dict[str, str], commands: dict[str, str]) ->
         scale, digits, unit = _scale(row.summary)
         better = "↑" if row.summary.mode == "max" else "↓"
         seeds = min(a.seeds for a in row.summary.arms)
+        below = below_floor(row.summary, row.floor_value)
+        floor_cell = row.floor + (f"; not cleared by {', '.join(below)}" if below else "")
         lines.append(
             f"| {row.task} | {row.point} | test {row.summary.metric}{unit} {better} | "
             f"{paired_text(row.vs_residual, scale, digits)} | {paired_text(row.vs_denseformer, scale, digits)} | "
-            f"**{row.verdict}** | {row.best_other}: {paired_text(row.vs_best, scale, digits)} | {row.floor} | {seeds} | {'n/a' if math.isnan(row.minutes) else f'{row.minutes:.0f}'} |"
+            f"**{row.verdict}** | {row.best_other}: {paired_text(row.vs_best, scale, digits)} | {floor_cell} | {seeds} | {'n/a' if math.isnan(row.minutes) else f'{row.minutes:.0f}'} |"
         )
     lines += ["", "## Every arm", ""]
     for task in dict.fromkeys(r.task for r in rows):
@@ -210,11 +223,15 @@ def markdown(rows: list[Row], dirs: dict[str, str], commands: dict[str, str]) ->
         for row in task_rows_:
             assert row.summary is not None
             scale, digits, unit = _scale(row.summary)
-            lines.append(f"| arm{f' ({row.point})' if row.point else ''} | parameters | test {row.summary.metric}{unit} | seeds |")
-            lines.append("|---|---:|---:|---:|")
+            below = below_floor(row.summary, row.floor_value)
+            lines.append(f"| arm{f' ({row.point})' if row.point else ''} | parameters | test {row.summary.metric}{unit} | "
+                         f"clears the floor ({row.floor or 'none'}) | seeds |")
+            lines.append("|---|---:|---:|---|---:|")
             for a in row.summary.arms:
-                lines.append(f"| {a.name.split(',')[0]} | {a.params:,} | "
-                             f"{plus_minus(scale * a.metric_mean, scale * a.metric_std, digits)} | {a.seeds} |")
+                name = a.name.split(",")[0]
+                clears = "" if math.isnan(row.floor_value) else ("**no**" if name in below else "yes")
+                lines.append(f"| {name} | {a.params:,} | "
+                             f"{plus_minus(scale * a.metric_mean, scale * a.metric_std, digits)} | {clears} | {a.seeds} |")
             lines.append("")
     return "\n".join(lines) + "\n"
 
