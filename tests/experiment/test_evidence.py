@@ -65,8 +65,11 @@ def test_the_readme_has_a_verdict_per_task_and_says_what_was_not_run(tmp_path):
         "denoising": {"experiment": "evidence/denoising", "dir": "denoising", "floor": "psnr_noisy"},
         "lm": {"experiment": "evidence/lm", "dir": "lm", "floor": "ngram"},
     })
+    _write_runs(tmp_path / "lm", {"qimia": [3.0, 3.1]}, metric="bpc", mode="min")  # still running: no residual yet
     rows = build(tmp_path, tasks)
-    assert [(r.task, r.verdict) for r in rows] == [("chunking", "helps"), ("denoising", "no difference"), ("lm", "not run")]
+    assert [(r.task, r.verdict.split(":")[0]) for r in rows] == [
+        ("chunking", "helps"), ("denoising", "no difference"), ("lm", "incomplete")]
+    assert "residual" in rows[2].verdict  # names the missing arm
     assert rows[0].vs_residual.mean == pytest.approx(0.10) and rows[0].vs_denseformer.mean == pytest.approx(0.05)
     assert rows[0].best_other == "dwa" and rows[0].vs_best.mean == pytest.approx(0.05)
     readme = (tmp_path / "README.md").read_text()
@@ -75,7 +78,7 @@ def test_the_readme_has_a_verdict_per_task_and_says_what_was_not_run(tmp_path):
     # residual (30.04 dB) and QIMIA (30.04) do not clear the noisy input's 30.05 dB; DenseFormer (30.04) neither
     assert "noisy input 30.05 dB; not cleared by residual, qimia, dwa" in readme
     assert "| residual | 1,000 | 30.0400 ± 0.1140 | **no** | 5 |" in readme and "| qimia | 1,000 | 92.00 ± 1.58 | yes | 5 |" in readme
-    assert "Not run yet: `qimia compare experiment=evidence/lm" in readme
+    assert "No finished comparison yet: `qimia compare experiment=evidence/lm" in readme
     assert rows[0].minutes == pytest.approx(5.0)  # the first start to the last end, over the 5 seeds
     assert math.isclose(float(next(line.split(",")[5] for line in (tmp_path / "summary.csv").read_text().splitlines()
                                    if line.startswith("chunking,,test/acc,qimia"))), 0.92)

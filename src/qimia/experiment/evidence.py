@@ -150,8 +150,13 @@ def task_rows(task: str, spec: DictConfig, folder: Path) -> list[Row]:
     rows = []
     for point in points:
         chosen = [r for r in records if sweep_suffix(r) == point]
-        by_residual = summarize(chosen, reference=arms["residual"])
-        by_denseformer = summarize(chosen, reference=arms["denseformer"])
+        try:
+            by_residual = summarize(chosen, reference=arms["residual"])
+            by_denseformer = summarize(chosen, reference=arms["denseformer"])
+        except ValueError as err:  # e.g. a comparison still running: some arm has no finished run yet
+            rows.append(Row(task, point.lstrip(","), None, None, None, "", None, f"incomplete: {err}", "",
+                            float("nan"), minutes, len(chosen)))
+            continue
         qimia = arms["qimia"] + point
         vs_r = next(a.paired for a in by_residual.arms if a.name == qimia)
         vs_d = next(a.paired for a in by_denseformer.arms if a.name == qimia)
@@ -199,7 +204,7 @@ def markdown(rows: list[Row], dirs: dict[str, str], commands: dict[str, str]) ->
     ]
     for row in rows:
         if row.summary is None:
-            lines.append(f"| {row.task} | | | | | not run | | | 0 | |")
+            lines.append(f"| {row.task} | {row.point} | | | | {row.verdict} | | | {row.runs} | |")
             continue
         scale, digits, unit = _scale(row.summary)
         better = "↑" if row.summary.mode == "max" else "↓"
@@ -217,7 +222,7 @@ def markdown(rows: list[Row], dirs: dict[str, str], commands: dict[str, str]) ->
         lines.append(f"### {task}")
         lines.append("")
         if not task_rows_:
-            lines += [f"Not run yet: `{commands.get(task, '')}`.", ""]
+            lines += [f"No finished comparison yet: `{commands.get(task, '')}`.", ""]
             continue
         lines += [f"Report: [{dirs[task]}/results.md]({dirs[task]}/results.md); command: `{commands.get(task, '')}`", ""]
         for row in task_rows_:
