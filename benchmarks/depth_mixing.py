@@ -15,9 +15,11 @@ memory of a step is reported too.
 ``qimia-layer`` pools keys over the whole sequence (one read per sample); ``qimia-layer-causal``
 pools with a running mean, as a causal LM must, which makes its reads per position like
 ``qimia-component``. Timing does not depend on what the blocks compute, so both are measured on
-the same causal blocks. The ``*-autograd`` variants are the same networks on the previous depth
-memory (``memory="autograd"``: autograd differentiates the reads, SDPA layer-wise reads), so one
-run gives the before/after table.
+the same causal blocks. ``qimia-layer`` takes the default ``read_phase`` (two-phase reads of about
+``sqrt(depth)`` readers for slots of 1 MiB or more, here d=512); ``qimia-layer-phase1`` and
+``qimia-layer-phase5`` fix it to every reader alone and to phases of 5 readers (``sqrt(25)``). The
+``*-autograd`` variants are the same networks on the previous depth memory (``memory="autograd"``:
+autograd differentiates the reads, SDPA layer-wise reads), so one run gives the before/after table.
 
 Writes ``benchmarks/results/depth_mixing_<device>[_<tag>].json`` and ``.md``.
 """
@@ -54,6 +56,8 @@ VARIANTS = {
     "qimia-component": ("qimia", COMPONENT),
     "attnres": ("attnres", {}),
     "dwa": ("dwa", {}),
+    "qimia-layer-phase1": ("qimia", LAYER | {"read_phase": 1}),
+    "qimia-layer-phase5": ("qimia", LAYER | {"read_phase": 5}),
     "qimia-layer-autograd": ("qimia", LAYER | {"memory": "autograd"}),
     "qimia-layer-causal-autograd": ("qimia", CAUSAL | {"memory": "autograd"}),
     "qimia-component-autograd": ("qimia", COMPONENT | {"memory": "autograd"}),

@@ -84,6 +84,22 @@ def test_two_task_data_module_offsets_task1_ids():
     assert [len(loader.dataset) for loader in data.val_dataloader()] == [len(s[1]) for s in data.test_splits]
 
 
+def test_digits_are_a_second_domain_after_mnist(tmp_path):
+    from tests.dual.test_cli import write_mnist_pickle
+
+    path = write_mnist_pickle(tmp_path / "mnist.pkl.gz", n=32)
+    data = TwoTaskDataModule(task="mnist", path=str(path), second="digits", mode="continual", steps_per_task=3,
+                             batch_size=8)
+    data.setup()
+    (digits_train, _), (digits_test_x, _) = load_digits_28()
+    assert data.sizes == (32, len(digits_train))
+    torch.testing.assert_close(data.test_splits[1][0], digits_test_x)
+    batches = list(data.train_dataloader())
+    assert all(int(b[3].sum()) == 0 for b in batches[:3]) and all(bool(b[3].all()) for b in batches[3:])
+    with pytest.raises(ValueError, match="is task 0 itself"):
+        TwoTaskDataModule(task="digits", second="digits")
+
+
 def test_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.path"):
         load_task("mnist", tmp_path / "nope.pkl.gz")

@@ -72,6 +72,61 @@ def test_fast_memory_matches_the_references_in_fp32(name, reference):
     assert_close(run(fast, x), run(slow, x), 1e-5)
 
 
+@pytest.mark.parametrize("name", ["layer", "layer-key-dim", "layer-key-norm", "layer-no-readout"])
+@pytest.mark.parametrize("phase", [1, 2, 3, 7])
+def test_two_phase_reads_match_the_reference_for_any_phase(name, phase):
+    """Phases of 1 (every reader alone), 2 and 3 (the last one shorter) and 7 (all readers at once)."""
+    config = CONFIGS.get(name, dict(granularity="layer", heads=2, readout=False))
+    fast, slow = pair(QIMIA(token_blocks(6, 16), 16, read_phase=phase, **config))
+    x = torch.randn(3, 6, 16)
+    assert_close(run(fast, x), run(slow, x), 1e-5)
+
+
+@pytest.mark.parametrize("phase", [2, 3])
+def test_two_phase_reads_match_the_reference_on_images_and_in_bf16(phase):
+    net = QIMIA(conv_blocks(5, 8), 8, feature_dim=1, heads=2, key_dim=3, read_phase=phase)
+    fast, slow = pair(net)
+    x = torch.randn(2, 8, 5, 4)
+    assert_close(run(fast, x), run(slow, x), 1e-5)
+    fast, slow = pair(QIMIA(token_blocks(6, 16), 16, heads=2, read_phase=phase))
+    x = torch.randn(3, 6, 16)
+    _, exact = run(copy.deepcopy(slow), x)
+    (_, grads_a), (_, grads_b) = run(fast, x, bf16=True), run(slow, x, bf16=True)
+    for ga, gb, g in zip(grads_a, grads_b, exact):
+        assert (ga - g).norm() / g.norm() <= (gb - g).norm() / g.norm() + 1e-2
+
+
+@pytest.mark.parametrize("phase", [2, 4])
+def test_two_phase_reads_match_the_reference_with_external_memory_and_a_partial_loss(phase):
+    """The older slots' backward is batched per phase; readers that get no gradient (after slot 3) and
+    external slots must not change it."""
+    base = QIMIA(token_blocks(2, 16), 16, heads=2, key_dim=4)
+    head = QIMIA(token_blocks(6, 16), 16, heads=2, key_dim=4, read_phase=phase, detach_external=False)
+    fast, slow = pair(head)
+    x = torch.randn(2, 5, 16)
+    grads = []
+    for net in (fast, slow):
+        base.zero_grad(set_to_none=True)
+        net.zero_grad(set_to_none=True)
+        net(x, external=base(x).memory).values[3].square().sum().backward()
+        grads.append([p.grad for p in [*net.parameters(), *base.parameters()]])
+    for ga, gb in zip(*grads):
+        if gb is None:
+            assert ga is None or not ga.any()
+        else:
+            torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-6)
+
+
+def test_read_phase_needs_the_preallocated_layer_wise_memory():
+    with pytest.raises(ValueError, match="memory='preallocated'"):
+        QIMIA(token_blocks(2, 8), 8, memory="stacked", read_phase=2)
+    with pytest.raises(ValueError, match="at least 1 reader"):
+        QIMIA(token_blocks(2, 8), 8, read_phase=0)
+    for per_position in (dict(granularity="component"), dict(causal=True)):
+        with pytest.raises(ValueError, match="layer-wise only"):
+            QIMIA(token_blocks(2, 8), 8, read_phase=2, **per_position)
+
+
 @pytest.mark.parametrize("granularity", ["layer", "component"])
 def test_fast_memory_matches_the_reference_on_images(granularity):
     net = QIMIA(conv_blocks(3, 8), 8, granularity=granularity, feature_dim=1, heads=2, key_dim=3)
@@ -112,8 +167,10 @@ def test_fast_memory_matches_the_reference_with_external_memory(granularity, det
     assert_close(*results, 1e-5)
 
 
-def test_keys_are_computed_on_access_and_match_the_reference():
-    fast, slow = pair(QIMIA(token_blocks(3, 16), 16, granularity="component", heads=2, key_dim=5))
+@pytest.mark.parametrize("granularity", ["layer", "component"])
+def test_keys_are_computed_on_access_and_match_the_reference(granularity):
+    """Neither folded (per position) nor keyed (layer-wise) writes keep their keys: the output computes them."""
+    fast, slow = pair(QIMIA(token_blocks(3, 16), 16, granularity=granularity, heads=2, key_dim=5))
     x = torch.randn(2, 4, 16)
     a, b = fast(x), slow(x)
     assert isinstance(a.keys, SlotKeys) and len(a.keys) == len(b.keys) == 4

@@ -31,7 +31,7 @@ from qimia.data.mnist import load_mnist_pkl
 
 Split = tuple[Tensor, Tensor]  # images (N, 1, 28, 28) in [0, 1], labels (N,)
 TASKS = ("mnist", "digits")
-SECOND_TASKS = ("permuted", "fashion")
+SECOND_TASKS = ("permuted", "digits", "fashion")
 
 
 def load_digits_28(test_fraction: float = 0.25, split_seed: int = 0) -> tuple[Split, Split]:
@@ -102,9 +102,13 @@ def load_task(task: str, path: str | Path | None = None) -> tuple[Split, Split]:
 def load_second_task(second: str, first: tuple[Split, Split], fashion_root: str | Path | None = None,
                      permutation_seed: int = 1234) -> tuple[Split, Split]:
     """Task 1 of a two-task run: ``"permuted"`` (task 0's images, pixels permuted by
-    ``permutation_seed``) or ``"fashion"`` (Fashion-MNIST under ``fashion_root``)."""
+    ``permutation_seed``), ``"digits"`` (scikit-learn's 8x8 digits at 28x28: another domain of the
+    same ten classes, other writers and a 64-pixel source, always available) or ``"fashion"``
+    (Fashion-MNIST under ``fashion_root``)."""
     if second == "permuted":
         return permute_pixels(first[0], permutation_seed), permute_pixels(first[1], permutation_seed)
+    if second == "digits":
+        return load_digits_28()
     if second == "fashion":
         if fashion_root is None:
             raise ValueError("data.second=fashion needs data.fashion_root=<torchvision FashionMNIST folder>.")
@@ -207,13 +211,14 @@ class TwoTaskBatches(Sampler[list[int]]):
 
 class TwoTaskDataModule(SplitDataModule):
     """Two tasks with 10 shared outputs: task 0 (``mnist`` or ``digits``) and task 1 (its
-    pixels permuted, or Fashion-MNIST). One training epoch is the whole schedule of
+    pixels permuted, scikit-learn's digits, or Fashion-MNIST). One training epoch is the whole schedule of
     :class:`TwoTaskBatches`; example ids of task 1 start after task 0's. ``val_dataloader``
     gives both test sets (task 0, task 1).
 
     Args:
         task: task 0, ``"mnist"`` (``path``) or ``"digits"``.
-        second: task 1, ``"permuted"`` or ``"fashion"`` (``fashion_root``).
+        second: task 1, ``"permuted"``, ``"digits"`` (task 0 must be ``mnist``) or ``"fashion"``
+            (``fashion_root``).
         mode: ``"continual"`` or ``"joint"``.
         steps_per_task: optimizer steps per task (the run has twice as many).
         permutation_seed: the pixel permutation of ``second="permuted"``.
@@ -226,6 +231,9 @@ class TwoTaskDataModule(SplitDataModule):
         super().__init__(**kwargs)
         if second not in SECOND_TASKS:
             raise ValueError(f"unknown second task {second!r}; choose one of {SECOND_TASKS}.")
+        if second == task:
+            raise ValueError(f"data.second={second} is task 0 itself: pick another second task "
+                             f"({[t for t in SECOND_TASKS if t != task]}) or data.task=mnist.")
         self.task_name, self.path, self.second, self.fashion_root = task, path, second, fashion_root
         self.mode, self.steps_per_task, self.permutation_seed = mode, steps_per_task, permutation_seed
         self.test_splits: list[Split] = []

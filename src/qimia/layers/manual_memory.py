@@ -24,6 +24,22 @@ its backward instead:
   ``dL``. What makes autograd schedule it then is a chain of empty *order* tensors: write ``i`` takes
   the order tensor of write ``i - 1`` and returns its own; a read over ``c`` slots takes that of write
   ``c - 1``, so every read of slot ``i`` depends on write ``i``.
+* **Two-phase reads** (layer-wise; Attention Residuals, 2026). Because the logits of every written slot against
+  every later reader are known, readers are served in *phases* of ``b`` consecutive readers
+  ``r_0 .. r_0 + b - 1``. At the phase's first read the ``c_0 = c_{r_0}`` slots written so far are mixed
+  for all ``b`` readers in one pass over them, with each reader's softmax over those slots alone,
+  ``P_r = sum_{i < c_0} u_{r,i} v_i``; reader ``r`` then adds the slots written inside the phase,
+
+      out_r = alpha_r P_r + sum_{c_0 <= i < c_r} w_{r,i} v_i,      alpha_r = sum_{i < c_0} w_{r,i}
+
+  (``w_{r,i} = alpha_r u_{r,i}`` for ``i < c_0``). The backward mirrors it: a reader handles its
+  in-phase slots at once, with ``sum_j w_{r,j} a_{r,j} = <g_r, out_r>``, and keeps ``g_r``; the
+  phase's older slots get ``dV[:c_0] += W^T G`` and their ``a = G V^T`` for all ``b`` readers in one
+  pass, run by the backward of write ``c_0 - 1`` (the first one after every read of the phase).
+  The older slots are then read about ``1/b`` times as often: a phase of ``b ~ sqrt(R)`` moves about
+  ``2 / sqrt(R)`` of the bytes of one read per reader, for a few more (smaller) ops per reader.
+  ``b = 1`` is one read per reader. Readers that get no gradient leave ``g = 0`` out of the phase's
+  sums, so a loss on a few slots only is still exact.
 
 :class:`ManualMemory` holds this bookkeeping; :mod:`qimia.layers.manual_reads` lays out the values and
 mixes them for the two granularities. The readable references, ``memory="autograd"`` and
@@ -52,10 +68,24 @@ class ManualMemory(ABC):
         counts: ``c_r``, the number of slots reader ``r`` sees (non-decreasing).
         group_shape: ``G``, the axes with one weight each, in the order the subclass stores them.
         like: tensor whose device the memory takes.
+        phase: ``b``, readers per phase of the two-phase reads (``1``: every reader reads alone).
     """
 
-    def __init__(self, counts: Sequence[int], group_shape: Sequence[int], like: Tensor) -> None:
+    def __init__(self, counts: Sequence[int], group_shape: Sequence[int], like: Tensor, phase: int = 1) -> None:
+        if phase < 1:
+            raise ValueError(f"phase must be >= 1 reader, got {phase}.")
         self.counts = list(counts)
+        self.phase = phase
+        # Reader r belongs to the phase that starts at reader first[r]; it sees old[r] = c_{first} slots
+        # that were written before the phase. The phase's older slots are handled by the backward of the
+        # write of slot old - 1 (flushes: slot -> first readers of its phases).
+        self.first = [reader - reader % phase for reader in range(len(self.counts))]
+        self.old = [self.counts[first] for first in self.first]
+        self.flushes: dict[int, list[int]] = {}
+        for first in range(0, len(self.counts), phase) if phase > 1 else ():
+            self.flushes.setdefault(self.counts[first] - 1, []).append(first)
+        self.partial: Tensor | None = None  # the current phase's P_r (layout of mix_old)
+        self.pending: dict[int, list[tuple[int, Tensor | None]]] = {}  # phase -> [(reader, <g, out> | None)]
         self.group_shape = tuple(group_shape)
         starts = [0]
         for count in self.counts:
@@ -72,6 +102,7 @@ class ManualMemory(ABC):
         self.grads: Tensor | None = None  # dV, allocated by the first read of a backward pass
         self.logit_grads: Tensor | None = None  # dL (rows, *G)
         self.projection_grads: Tensor | None = None  # dM (n, D, R, H) of the folded writes
+        self.query_grads: Tensor | None = None  # dQ (R, H, d_k) of the keyed writes
         self._last_reader: int | None = None
 
     # ------------------------------------------------------------------ indexing
@@ -89,6 +120,14 @@ class ManualMemory(ABC):
         """``softmax_i(l_{r,i})`` over reader ``r``'s slots: ``(c_r, *G)`` fp32."""
         start = self.starts[reader]
         return self.logits[start : start + self.counts[reader]].softmax(0)
+
+    def members(self, first: int) -> range:
+        """The readers of the phase that starts at reader ``first``."""
+        return range(first, min(first + self.phase, len(self.counts)))
+
+    def old_weights(self, readers: Sequence[int], old: int) -> Tensor:
+        """``u_{r,i}``: each reader's softmax over the first ``old`` slots alone, ``(n, old, *G)`` fp32."""
+        return torch.stack([self.logits[self.starts[r] : self.starts[r] + old] for r in readers]).softmax(1)
 
     def attention(self, reader: int) -> Tensor:
         """Reader ``r``'s weights for inspection, ``(B, H, c_r)`` or ``(B, *P, H, c_r)``."""
@@ -109,6 +148,15 @@ class ManualMemory(ABC):
         by the backward of the write with ``index == 0``, which runs after all the others.
         """
         self.order = _Write.apply(self, self.order, value, projections, index)
+
+    def write_keyed(self, value: Tensor, weight: Tensor, queries: Tensor, index: int) -> None:
+        """Append ``value`` with logits from its key ``k = W z`` (``z`` the value's pooled features)
+        against ``queries`` ``(R, H, d_k)``, already scaled by ``1 / sqrt(d_k)``: keys and logits are
+        computed here, with no autograd node of their own. ``weight`` ``(H * d_k, D)`` is this slot's key
+        projection; the queries' gradient is accumulated here and handed to autograd once, by the
+        backward of the write with ``index == 0``, which runs after all the others.
+        """
+        self.order = _KeyedWrite.apply(self, self.order, value, weight, queries, index)
 
     def _projection(self, projections: Tensor, index: int, slot: int) -> Tensor:
         """This slot's readers' columns of its folded projection: ``(D, R_i * H)`` (a view)."""
@@ -131,8 +179,61 @@ class ManualMemory(ABC):
         if self.grads is None or self._last_reader is None or reader >= self._last_reader:
             self.grads = self._allocate_grads()
             self.logit_grads = torch.zeros_like(self.logits)
-            self.projection_grads = None
+            self.projection_grads = self.query_grads = None
+            self.pending = {}
         self._last_reader = reader
+
+    # ------------------------------------------------------------------ reads
+    def mix_reader(self, reader: int) -> tuple[Tensor, bool]:
+        """Reader ``r``'s mixture (native) and whether its backward needs it (two-phase in-phase slots)."""
+        count = self.counts[reader]
+        if self.phase == 1:
+            return self.mix(self.weights(reader), count), False
+        first, old = self.first[reader], self.old[reader]
+        if reader == first:  # one pass over the older slots for the whole phase
+            self.partial = self.mix_old(self.old_weights(self.members(first), old), old)
+        if count == old:
+            return self.mix_new(self.partial, reader - first, None, None, old, count), False
+        weights = self.weights(reader)  # (c, *G)
+        alpha = weights[:old].sum(0)  # (*G)
+        return self.mix_new(self.partial, reader - first, alpha, weights[old:], old, count), True
+
+    def read_backward(self, reader: int, grad: Tensor, out: Tensor | None) -> None:
+        """Reader ``r``'s backward; in two-phase reads, its older slots wait for :meth:`flush`."""
+        self.begin_backward(reader)
+        count, start = self.counts[reader], self.starts[reader]
+        if self.phase == 1:
+            weights = self.weights(reader)  # (c, *G)
+            agreement = self.mix_backward(weights, self.grad_layout(grad), 0, count)  # a_{r,i} = <g_r, v_i>
+            mean = (weights * agreement).sum(0, keepdim=True)
+            self.logit_grads[start : start + count] = weights * (agreement - mean)
+            return
+        first, old = self.first[reader], self.old[reader]
+        g = self.stash(reader - first, grad)
+        mean = None
+        if count > old:
+            weights = self.weights(reader)[old:]  # (k, *G)
+            agreement = self.mix_backward(weights, g, old, count)  # a_{r,i} = <g_r, v_i>, in-phase slots
+            mean = self.inner(grad, out)  # sum_j w_{r,j} a_{r,j} = <g_r, out_r>
+            self.logit_grads[start + old : start + count] = weights * (agreement - mean)
+        self.pending.setdefault(first, []).append((reader, mean))
+
+    def flush(self, slot: int) -> None:
+        """The older slots' part of the backward of every phase whose older slots end at ``slot``."""
+        for first in self.flushes.get(slot, ()):
+            done = self.pending.pop(first, [])
+            if not done:
+                continue  # no reader of this phase was differentiated
+            old = self.old[first]
+            done.sort(key=lambda entry: entry[0])  # they ran in reverse
+            readers = [reader for reader, _ in done]
+            weights = torch.stack([self.weights(reader)[:old] for reader in readers])  # (n, old, *G)
+            agreement = self.old_backward([reader - first for reader in readers], weights, old)  # (n, old, *G)
+            for k, (reader, mean) in enumerate(done):
+                if mean is None:  # no in-phase slots: the reader's mean is over these slots alone
+                    mean = (weights[k] * agreement[k]).sum(0, keepdim=True)
+                start = self.starts[reader]
+                self.logit_grads[start : start + old] = weights[k] * (agreement[k] - mean)
 
     # ------------------------------------------------------------------ layout-specific
     values: Tensor  # the value memory V, laid out by the subclass
@@ -149,25 +250,66 @@ class ManualMemory(ABC):
     def from_standard(self, grouped: Tensor) -> Tensor:
         """Inverse of :meth:`to_standard`, e.g. for logits computed from explicit keys."""
 
-    @abstractmethod
+    # Folded writes (:meth:`write_folded`): memories that fold the queries into the key projections
+    # override these three.
     def project(self, slot: int, projection: Tensor) -> Tensor:
         """Folded logits of ``V[slot]``: ``(R_i, *G)`` from ``projection`` ``(D, R_i * H)``."""
+        raise TypeError(f"{type(self).__name__} takes explicit logits: use write(), not write_folded().")
 
-    @abstractmethod
     def project_backward(self, slot: int, projection: Tensor, logit_grads: Tensor) -> tuple[Tensor, Tensor]:
         """Gradients of :meth:`project`: (w.r.t. the slot's features, w.r.t. ``projection``)."""
+        raise TypeError(f"{type(self).__name__} takes explicit logits: use write(), not write_folded().")
 
-    @abstractmethod
     def add_feature_grad(self, slot: int, feature_grad: Tensor) -> None:
         """Add the gradient reaching ``V[slot]`` through its logits to ``dV[slot]``."""
+        raise TypeError(f"{type(self).__name__} takes explicit logits: use write(), not write_folded().")
 
     @abstractmethod
     def mix(self, weights: Tensor, count: int) -> Tensor:
         """``sum_{i < count} w_i v_i`` for weights ``(count, *G)``: native tensor."""
 
     @abstractmethod
-    def mix_backward(self, weights: Tensor, grad: Tensor, count: int) -> Tensor:
-        """Add ``w_i g`` to ``dV[i]`` for ``i < count``; return ``a_i = <g, v_i>`` ``(count, *G)``."""
+    def grad_layout(self, grad: Tensor) -> Tensor:
+        """An upstream gradient (native) in the layout :meth:`mix_backward` takes."""
+
+    @abstractmethod
+    def mix_backward(self, weights: Tensor, grad: Tensor, start: int, count: int) -> Tensor:
+        """Add ``w_i g`` to ``dV[i]`` for ``start <= i < count``; return ``a_i = <g, v_i>`` ``(count - start, *G)``."""
+
+    # Keyed writes (:meth:`write_keyed`): memories with pooled keys override these two.
+    def key_logits(self, slot: int, weight: Tensor, queries: Tensor) -> Tensor:
+        """Logits ``(R_i, *G)`` of ``V[slot]``'s key ``W z`` against its readers' ``queries`` ``(R_i, H, d_k)``."""
+        raise TypeError(f"{type(self).__name__} takes explicit or folded logits: use write() or write_folded().")
+
+    def key_backward(self, slot: int, weight: Tensor, queries: Tensor, logit_grads: Tensor) -> tuple[Tensor, ...]:
+        """Gradients of :meth:`key_logits`: (w.r.t. the slot's features, ``weight``, ``queries``)."""
+        raise TypeError(f"{type(self).__name__} takes explicit or folded logits: use write() or write_folded().")
+
+    # Two-phase reads (``phase > 1``): memories that support them override these five.
+    def mix_old(self, weights: Tensor, old: int) -> Tensor:
+        """``P_j = sum_{i < old} u_{j,i} v_i`` for the ``n`` readers of a phase, weights ``(n, old, *G)``
+        (in the subclass's layout, for :meth:`mix_new`)."""
+        raise TypeError(f"{type(self).__name__} serves one reader at a time: use phase=1.")
+
+    def mix_new(self, partial: Tensor, j: int, alpha: Tensor | None, weights: Tensor | None, old: int,
+                count: int) -> Tensor:
+        """``alpha P_j + sum_{old <= i < count} w_i v_i`` (just ``P_j`` when ``alpha`` is ``None``):
+        native tensor; ``alpha`` ``(*G)``, ``weights`` ``(count - old, *G)``."""
+        raise TypeError(f"{type(self).__name__} serves one reader at a time: use phase=1.")
+
+    def stash(self, j: int, grad: Tensor) -> Tensor:
+        """Keep phase member ``j``'s upstream gradient (native) for :meth:`old_backward`; return it in
+        the layout :meth:`mix_backward` takes."""
+        raise TypeError(f"{type(self).__name__} serves one reader at a time: use phase=1.")
+
+    def inner(self, grad: Tensor, out: Tensor) -> Tensor:
+        """``<g, out>`` per weight group: native tensors -> ``(1, *G)`` fp32."""
+        raise TypeError(f"{type(self).__name__} serves one reader at a time: use phase=1.")
+
+    def old_backward(self, js: Sequence[int], weights: Tensor, old: int) -> Tensor:
+        """For the stashed gradients ``g_j`` of phase members ``js``, weights ``(n, old, *G)``: add
+        ``sum_j w_{j,i} g_j`` to ``dV[i]`` for ``i < old``; return ``a_{j,i} = <g_j, v_i>`` ``(n, old, *G)``."""
+        raise TypeError(f"{type(self).__name__} serves one reader at a time: use phase=1.")
 
     @abstractmethod
     def slot_grad(self, slot: int) -> Tensor:
@@ -205,6 +347,7 @@ class _Write(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, _order_grad: Tensor):  # type: ignore[override]
         memory, slot, index = ctx.memory, ctx.slot, ctx.index
+        memory.flush(slot)  # every read of this slot is done: finish the phases whose older slots end here
         need_value, need_source = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
         # Some read of this slot ran before (only reads consume order tensors), so the buffers exist.
         value_grad = source_grad = None
@@ -229,26 +372,66 @@ class _Write(torch.autograd.Function):
         return None, torch.empty(0, device=_order_grad.device), value_grad, source_grad, None
 
 
+class _KeyedWrite(torch.autograd.Function):
+    """Copy a value into the memory with logits from its own key (see :meth:`ManualMemory.write_keyed`);
+    backward returns the slot's gradients and those of its key projection."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, memory: ManualMemory, order: Tensor, value: Tensor, weight: Tensor, queries: Tensor, index: int
+    ) -> Tensor:
+        slot = memory.written
+        memory._store(slot, value)
+        first = memory.first_reader(slot)
+        logits = memory.key_logits(slot, weight, queries[first:])  # (R_i, *G)
+        memory._logits_raw.index_copy_(0, memory.rows(slot), logits.float())
+        memory.written += 1
+        ctx.memory, ctx.slot, ctx.first, ctx.index, ctx.value_dtype = memory, slot, first, index, value.dtype
+        ctx.save_for_backward(weight, queries)
+        return torch.empty(0, device=value.device)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, _order_grad: Tensor):  # type: ignore[override]
+        memory, slot, first = ctx.memory, ctx.slot, ctx.first
+        memory.flush(slot)  # every read of this slot is done: finish the phases whose older slots end here
+        need_value, need_weight, need_queries = ctx.needs_input_grad[2:5]
+        weight, queries = ctx.saved_tensors
+        value_grad = weight_grad = query_grad = None
+        if need_value or need_weight or need_queries:
+            logit_grads = memory.logit_grads.index_select(0, memory.rows(slot))  # (R_i, *G)
+            feature_grad, weight_grad, slot_query_grad = memory.key_backward(
+                slot, weight, queries[first:], logit_grads
+            )
+            if need_value:
+                memory.add_feature_grad(slot, feature_grad)
+            if need_queries:
+                if memory.query_grads is None:
+                    memory.query_grads = torch.zeros_like(queries)
+                memory.query_grads[first:] += slot_query_grad
+                if ctx.index == 0:  # the last keyed write to run: hand over every slot's gradient
+                    query_grad, memory.query_grads = memory.query_grads, None
+        if need_value:
+            value_grad = memory.slot_grad(slot).to(ctx.value_dtype)
+        return (None, torch.empty(0, device=_order_grad.device), value_grad,
+                weight_grad if need_weight else None, query_grad, None)
+
+
 class _Read(torch.autograd.Function):
     """One reader's mixture; backward accumulates into the gradient memory in place."""
 
     @staticmethod
     def forward(ctx, memory: ManualMemory, reader: int, order: Tensor):  # type: ignore[override]
-        out = memory.mix(memory.weights(reader), memory.counts[reader])
-        ctx.memory, ctx.reader = memory, reader
-        # The buffers are what the backward reads: saved here, so saved-tensor hooks see them.
-        ctx.save_for_backward(memory.values, memory.logits)
+        out, needs_out = memory.mix_reader(reader)
+        ctx.memory, ctx.reader, ctx.needs_out = memory, reader, needs_out
+        # The buffers are what the backward reads: saved here, so saved-tensor hooks see them. The output
+        # (the next block's input, which that block usually saves too) gives the in-phase backward its mean.
+        ctx.save_for_backward(memory.values, memory.logits, *([out] if needs_out else []))
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        memory, reader = ctx.memory, ctx.reader
-        ctx.saved_tensors  # noqa: B018  (unpack the saved buffers: their hooks and version checks run)
-        memory.begin_backward(reader)
-        count, start = memory.counts[reader], memory.starts[reader]
-        weights = memory.weights(reader)  # (c, *G)
-        agreement = memory.mix_backward(weights, grad, count)  # a_{r,i} = <g_r, v_i>  (c, *G)
-        mean = (weights * agreement).sum(0, keepdim=True)
-        memory.logit_grads[start : start + count] = weights * (agreement - mean)
+        saved = ctx.saved_tensors  # (unpacking runs the saved buffers' hooks and version checks)
+        ctx.memory.read_backward(ctx.reader, grad, saved[2] if ctx.needs_out else None)
         return None, None, torch.empty(0, device=grad.device)

@@ -73,6 +73,10 @@ class QIMIA(nn.Module):
             backward works); ``"stacked"`` is the readable reference that stacks the slots at every
             read. Both references are in :mod:`qimia.layers.depth_reads`. Under ``torch.compile``
             the stacked form is always used.
+        read_phase: layer-wise with ``memory="preallocated"``: the readers served by one pass over the slots
+            written before them (two-phase reads, :mod:`qimia.layers.manual_memory`); default about
+            ``sqrt(depth)`` for slots of 1 MiB or more, else ``1`` (every reader alone, as per-position reads
+            always are). Outputs and gradients do not depend on it.
         detach_external: cut gradients to an external memory passed to :meth:`forward`
             (transfer from a frozen base network).
 
@@ -100,6 +104,7 @@ class QIMIA(nn.Module):
         readout: bool = True,
         fused: bool | None = None,
         memory: Memory = "preallocated",
+        read_phase: int | None = None,
         detach_external: bool = True,
     ) -> None:
         super().__init__()
@@ -113,6 +118,16 @@ class QIMIA(nn.Module):
             raise ValueError(f"memory must be one of ['autograd', 'preallocated', 'stacked'], got {memory!r}.")
         if causal and granularity != "layer":
             raise ValueError("causal=True only changes layer-wise pooling; component-wise keys are already causal.")
+        if read_phase is not None and (read_phase < 1 or memory != "preallocated"):
+            raise ValueError(
+                f"read_phase={read_phase} needs memory='preallocated' and at least 1 reader per phase (got "
+                f"memory={memory!r}); drop read_phase for the reference memories."
+            )
+        if read_phase not in (None, 1) and (granularity == "component" or causal):
+            raise ValueError(
+                f"read_phase={read_phase}: two-phase reads are layer-wise only (per-position reads serve one "
+                "reader at a time); drop read_phase or use granularity='layer' without causal."
+            )
         if query_init_std < 0:
             raise ValueError(f"query_init_std must be >= 0, got {query_init_std}.")
         self.layout = FeatureLayout(dim, heads, feature_dim)
@@ -143,9 +158,20 @@ class QIMIA(nn.Module):
         # Chosen once: the fused kernel, or the readable reference it is tested against.
         self.fused = hasattr(F, "scaled_dot_product_attention") if fused is None else fused
         self.memory_kind = memory
+        self.read_phase = read_phase
         self.detach_external = detach_external
         # Values are read per position (component, causal layer) or per sample (layer).
         self.per_position = granularity == "component" or causal
+        # How the preallocated memory gets a slot's logits (exact unless key_norm normalises the keys):
+        # "folded" queries in the key projections where a slot has more key vectors than there are readers
+        # (per position: B * T of them); "keyed" layer-wise, a slot's B pooled keys computed by the memory
+        # itself (cheaper than the folded (S, D, R, H) projections); "explicit" keys by autograd otherwise.
+        if key_norm:
+            self.key_path = "explicit"
+        elif self.per_position:
+            self.key_path = "folded"
+        else:
+            self.key_path = "keyed" if key_projection == "linear" else "explicit"
 
     @classmethod
     def shared(cls, block: nn.Module, depth: int, dim: int, **kwargs) -> QIMIA:
@@ -198,10 +224,19 @@ class QIMIA(nn.Module):
             weight = torch.eye(self.dim, device=queries.device, dtype=queries.dtype).expand(num_slots, -1, -1)
         else:
             weight = torch.stack([projection.weight for projection in self.key_projections])  # (S, H * d_k, D)
-        weight = weight.reshape(num_slots, self.heads, self.key_dim, self.dim).permute(1, 0, 3, 2)  # (H, S, D, d_k)
-        folded = weight.reshape(self.heads, num_slots * self.dim, self.key_dim) @ queries.permute(1, 2, 0)
-        folded = folded.view(self.heads, num_slots, self.dim, -1)  # (H, S, D, R)
-        return folded.permute(1, 2, 3, 0).contiguous()  # (S, D, R, H)
+        weight = weight.reshape(num_slots * self.heads, self.key_dim, self.dim)  # (S*H, d_k, D), no copy
+        queries = queries.permute(1, 2, 0).expand(num_slots, -1, -1, -1).reshape(weight.shape[0], self.key_dim, -1)
+        folded = torch.bmm(weight.transpose(1, 2), queries)  # (S*H, D, R): W_{i,h}^T Q_h
+        folded = folded.view(num_slots, self.heads, self.dim, -1).movedim(1, -1)  # (S, D, R, H)
+        return folded.contiguous()
+
+    @staticmethod
+    def _default_phase(x: Tensor, dtype: torch.dtype, readers: int) -> int:
+        """Two-phase reads save passes over the slots, which pay once a slot outgrows the caches: about
+        ``sqrt(R)`` readers per phase for slots of 1 MiB or more, else every reader alone (measured on CPU,
+        ``benchmarks/depth_mixing.py``: d=512 gains, d=128 loses to the extra ops)."""
+        slot_bytes = x.numel() * dtype.itemsize
+        return max(1, round(math.sqrt(readers))) if slot_bytes >= 1 << 20 else 1
 
     # ------------------------------------------------------------------ forward
     def _check_external(self, external: DepthMemory, x: Tensor) -> DepthMemory:
@@ -251,10 +286,11 @@ class QIMIA(nn.Module):
         manual = kind == "preallocated"
         if manual:
             counts = [len(ext.values) + reader + 1 for reader in range(self.queries.shape[0])]
+            phase = 1 if self.per_position else self.read_phase or self._default_phase(x, dtype, len(counts))
             if self.per_position:
-                memory = PositionSlots(self.layout, x, num_slots, counts, self.key_dim, dtype, self.causal)
+                memory = PositionSlots(self.layout, x, num_slots, counts, self.key_dim, dtype, self.causal, phase)
             else:
-                memory = SampleSlots(self.layout, x, num_slots, counts, self.key_dim, dtype)
+                memory = SampleSlots(self.layout, x, num_slots, counts, self.key_dim, dtype, phase)
         elif self.per_position:
             memory = PositionReads(self.layout, self.queries, self.scale, x, num_slots, dtype, AUTOGRAD_SLOTS[kind])
         else:
@@ -290,9 +326,10 @@ class QIMIA(nn.Module):
             else:
                 memory.write(key, value)
 
-        # Folded logits never materialise the keys; the output computes them on first access.
-        folded = manual and self.key_norm is None
+        folded = manual and self.key_path == "folded"
+        keyed = manual and self.key_path == "keyed"
         projections = self._projections() if folded else None
+        scaled_queries = self.queries * self.scale if keyed else None  # (R, H, d_k)
         keys: list[Tensor] = []
         values: list[Tensor] = []
 
@@ -307,6 +344,8 @@ class QIMIA(nn.Module):
                 memory.write(value, None)
             elif folded:
                 memory.write_folded(value, projections, slot)
+            elif keyed:
+                memory.write_keyed(value, self.key_projections[slot].weight, scaled_queries, slot)
             else:
                 keys.append(self._key(value, slot))
                 logits = self._key_logits(keys[-1], memory.first_reader(memory.written))  # (R_i, *G)
@@ -321,7 +360,8 @@ class QIMIA(nn.Module):
         output = read(self.depth, num_slots) if self.readout else values[-1]
         if manual:
             memory.close()  # the graph owns the memory, never the reverse
-        slot_keys = SlotKeys(lambda slot: self._key(values[slot], slot), len(values)) if folded else keys
+        lazy = folded or keyed  # keys never materialised: the output computes them on first access
+        slot_keys = SlotKeys(lambda slot: self._key(values[slot], slot), len(values)) if lazy else keys
         return DepthOutput(output, slot_keys, values, attention)
 
     def extra_repr(self) -> str:

@@ -2,8 +2,9 @@
 then task 1 (``qimia dual continual``).
 
 Task 0 is MNIST (or the digits); task 1 is Fashion-MNIST when the user has it
-(``data.second=fashion``, torchvision, no download at run time) or task 0 with one fixed pixel
-permutation (``data.second=permuted``, always available; used for the reproduction in this repo).
+(``data.second=fashion``, torchvision, no download at run time), scikit-learn's 8x8 digits at 28x28
+(``data.second=digits``: another domain of the same ten classes, always available) or task 0 with one
+fixed pixel permutation (``data.second=permuted``, always available).
 One training run by the one training engine, recorded by the
 :class:`~qimia.dual.lightning.DualRecorderCallback`; both test sets are evaluated as Lightning
 validation sets after ``steps_per_task`` steps (the continual run's checkpoint after task 0) and
