@@ -10,8 +10,9 @@ interquartile range over rounds, with the machine's load average before and afte
 
     python benchmarks/depth_memory_ab.py --before 3eb5e91 --dim 128 --heads 4
     python benchmarks/depth_memory_ab.py --before 3eb5e91 --dim 512 --heads 8 --repeats 7
+    python benchmarks/depth_memory_ab.py --before 3eb5e91 --dim 512 --blocks scale   # the container alone
 
-Writes ``benchmarks/results/depth_memory_ab_cpu_d<dim>.json`` and ``.md``.
+Writes ``benchmarks/results/depth_memory_ab_cpu_d<dim>[_free].json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,17 @@ def import_revision(rev: str, root: Path) -> object:
     return importlib.import_module("qimia_before.layers")
 
 
+class Scale(torch.nn.Module):
+    """A near-free block, ``x -> a x`` with one learned scalar: with it a step times the container alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
 def step(net: torch.nn.Module, x: torch.Tensor) -> None:
     net.zero_grad(set_to_none=True)
     net(x, return_attention=False).output.square().mean().backward()
@@ -66,7 +78,7 @@ def step(net: torch.nn.Module, x: torch.Tensor) -> None:
 def measure(args: argparse.Namespace, before) -> dict:
     config = TransformerBlockConfig(dim=args.dim, heads=args.heads, causal=True)
     torch.manual_seed(0)
-    blocks = [TransformerBlock(config) for _ in range(args.depth)]
+    blocks = [TransformerBlock(config) if args.blocks == "transformer" else Scale() for _ in range(args.depth)]
     nets: dict[str, torch.nn.Module] = {"residual": ResidualStack(blocks)}
     for name, kwargs in GRANULARITIES.items():
         for version, cls in (("before", before.QIMIA), ("after", QIMIA)):
@@ -94,7 +106,7 @@ def measure(args: argparse.Namespace, before) -> dict:
         row["after_over_before"], row["after_over_before_iqr"] = median, [q1, q3]
         rows.append(row)
     return {
-        "setup": {"before": args.before, "after": "working tree", "dim": args.dim, "heads": args.heads,
+        "setup": {"before": args.before, "after": "working tree", "blocks": args.blocks, "dim": args.dim, "heads": args.heads,
                   "depth": args.depth, "seq": args.seq, "batch": args.batch, "repeats": args.repeats,
                   "threads": torch.get_num_threads(), "torch": torch.__version__,
                   "device": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
@@ -110,7 +122,8 @@ def markdown(result: dict) -> str:
     load = lambda avg: "/".join(f"{v:.1f}" for v in avg)  # noqa: E731
     span = lambda r, key: f"{r[key]:.3f}x [{r[key + '_iqr'][0]:.3f}, {r[key + '_iqr'][1]:.3f}]"  # noqa: E731
     lines = [
-        f"QIMIA at `{s['before']}` (before) and in the working tree (after), same `TransformerBlock`s, one process "
+        f"QIMIA at `{s['before']}` (before) and in the working tree (after), same "
+        f"{'`TransformerBlock`s' if s['blocks'] == 'transformer' else 'near-free blocks (x -> a x)'}, one process "
         f"(d={s['dim']}, heads={s['heads']}, depth {s['depth']}, T={s['seq']}, B={s['batch']}, fp32; {s['device']}, "
         f"{s['threads']} thread(s), torch {s['torch']}; {s['repeats']} round-robin rounds; residual step "
         f"{s['residual_ms']:.1f} ms CPU time; load average {load(s['load_before'])} before, {load(s['load_after'])} "
@@ -136,12 +149,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=11, help="round-robin rounds")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--blocks", choices=["transformer", "scale"], default="transformer",
+                        help="scale: near-free blocks (x -> a x), so a step times the depth memory alone")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as root:
         result = measure(args, import_revision(args.before, Path(root)))
     RESULTS.mkdir(exist_ok=True)
-    name = f"depth_memory_ab_cpu_d{args.dim}"
+    name = f"depth_memory_ab_cpu_d{args.dim}" + ("_free" if args.blocks == "scale" else "")
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
     table = markdown(result)
     (RESULTS / f"{name}.md").write_text(table)

@@ -63,6 +63,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="run folders of qimia dual mnist (each with results.json)")
     p.add_argument("--out", type=Path, required=True, help="the markdown report to write")
+    p.add_argument("--json", type=Path, help="also write the runs' Table 1 here: per run its command, n_test, "
+                   "seeds, test accuracy and the aggregate (mean, std) of every cell")
     p.add_argument("--title", default="Table 1 (MNIST), both recipes beside the paper")
     p.add_argument("--note", default="", help="a paragraph placed under the title (e.g. what was reduced)")
     a = p.parse_args()
@@ -83,6 +85,14 @@ def main() -> None:
         lines += table(runs, score)
     a.out.write_text("\n".join(lines))
     print("\n".join(lines))
+    if a.json:
+        keep = ("command", "setup", "n_test", "test_set_size", "test_acc", "aggregate")
+        a.json.write_text(json.dumps({
+            "made_by": f"python reports/dual/table1_recipes.py {shlex.join(sys.argv[1:])}",
+            "paper": {f"{layer}/{metric}": value for (layer, metric), value in PAPER.items()},
+            "runs": {name: {**{k: res[k] for k in keep}, "seeds": [seed["seed"] for seed in res["seeds"]]}
+                     for name, res in runs.items()},
+        }, indent=2))
 
 
 if __name__ == "__main__":

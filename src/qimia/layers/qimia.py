@@ -232,9 +232,9 @@ class QIMIA(nn.Module):
 
     @staticmethod
     def _default_phase(x: Tensor, dtype: torch.dtype, readers: int) -> int:
-        """Two-phase reads save passes over the slots, which pay once a slot outgrows the caches: about
-        ``sqrt(R)`` readers per phase for slots of 1 MiB or more, else every reader alone (measured on CPU,
-        ``benchmarks/depth_mixing.py``: d=512 gains, d=128 loses to the extra ops)."""
+        """Two-phase reads save passes over the slots for a few more ops per reader: about ``sqrt(R)``
+        readers per phase for slots of 1 MiB or more, else every reader alone (measured on CPU with
+        ``benchmarks/depth_mixing.py``: at d=128, 256 KiB slots, the two are within the noise)."""
         slot_bytes = x.numel() * dtype.itemsize
         return max(1, round(math.sqrt(readers))) if slot_bytes >= 1 << 20 else 1
 
