@@ -4,8 +4,9 @@
 ``(B*H, S, F)`` with ``F = prod(P) * D_h``, so a phase's reads of its older slots are one batched
 matrix product, ``P = U V[:, :c_0]`` ``(B*H, b, F)``, a reader's newer slots one more,
 ``w^T V[:, c_0:c]``; the backward is ``dV[:, :c_0] += W^T G`` and ``a = G V[:, :c_0]^T`` per phase
-and an in-place multiply-add ``dV[:, c_0:c] += w g`` and ``a = g V[:, c_0:c]^T`` per reader. Its
-logits come from explicit keys: a slot has only ``B`` pooled keys, fewer than its readers.
+and an in-place multiply-add ``dV[:, c_0:c] += w g`` and ``a = g V[:, c_0:c]^T`` per reader. It
+computes each slot's ``B`` pooled keys and their logits itself (keyed writes): fewer keys than readers,
+so folding the queries into the key projections would cost more than it saves.
 
 ``PositionSlots`` (component-wise, and causal layer-wise): one weight per position and head. Values
 stay slot-major in their native layout with the feature axis split into heads, ``(S, *split)``; a read
@@ -172,8 +173,8 @@ class PositionSlots(ManualMemory):
         key_dim: ``d_k`` (for the shape external keys must have).
         dtype: storage type of the values.
         causal: logits are running means over the sequence axis (causal layer-wise keys).
-        phase: must be 1: every reader reads alone (a phase's batched read would be a loop over its
-            readers here, with no pass saved).
+
+    Every reader reads alone: a phase's batched read would loop over the same slots, saving no pass.
     """
 
     def __init__(
@@ -185,15 +186,12 @@ class PositionSlots(ManualMemory):
         key_dim: int,
         dtype: torch.dtype,
         causal: bool,
-        phase: int = 1,
     ) -> None:
-        if phase != 1:
-            raise ValueError(f"per-position reads are served one reader at a time (phase=1), got phase={phase}.")
         self.layout, self.native_ndim, self.causal = layout, like.dim(), causal
         self.axis = layout.feature_dim % like.dim()  # heads axis of the split layout; D_h follows it
         positions = layout.positions(like)
         self.features_shape = (like.shape[0], *positions, layout.dim)  # (B, *P, D)
-        super().__init__(counts, (layout.heads, like.shape[0], *positions), like, phase)
+        super().__init__(counts, (layout.heads, like.shape[0], *positions), like)
         self.key_shape = (like.shape[0], *positions, layout.heads, key_dim)
         split = list(like.shape)
         split[self.axis : self.axis + 1] = [layout.heads, layout.head_dim]

@@ -286,10 +286,10 @@ class QIMIA(nn.Module):
         manual = kind == "preallocated"
         if manual:
             counts = [len(ext.values) + reader + 1 for reader in range(self.queries.shape[0])]
-            phase = 1 if self.per_position else self.read_phase or self._default_phase(x, dtype, len(counts))
             if self.per_position:
-                memory = PositionSlots(self.layout, x, num_slots, counts, self.key_dim, dtype, self.causal, phase)
+                memory = PositionSlots(self.layout, x, num_slots, counts, self.key_dim, dtype, self.causal)
             else:
+                phase = self.read_phase or self._default_phase(x, dtype, len(counts))
                 memory = SampleSlots(self.layout, x, num_slots, counts, self.key_dim, dtype, phase)
         elif self.per_position:
             memory = PositionReads(self.layout, self.queries, self.scale, x, num_slots, dtype, AUTOGRAD_SLOTS[kind])
