@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import platform
 import re
@@ -35,11 +34,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from depth_mixing import quartiles  # noqa: E402  (the same statistics as the main benchmark)
+from depth_mixing import quartiles, write_results  # noqa: E402  (the main benchmark's statistics and files)
 
 from qimia.layers import QIMIA, ResidualStack, TransformerBlock, TransformerBlockConfig  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 GRANULARITIES = {"layer": {}, "layer-causal": {"causal": True}, "component": {"granularity": "component"}}
 IMPORT = re.compile(r"\b(from|import) qimia\b")
 
@@ -155,12 +153,8 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as root:
         result = measure(args, import_revision(args.before, Path(root)))
-    RESULTS.mkdir(exist_ok=True)
-    name = f"depth_memory_ab_cpu_d{args.dim}" + ("_free" if args.blocks == "scale" else "")
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
-    table = markdown(result)
-    (RESULTS / f"{name}.md").write_text(table)
-    print(table)
+    write_results(f"depth_memory_ab_cpu_d{args.dim}" + ("_free" if args.blocks == "scale" else ""), result,
+                  markdown(result))
 
 
 if __name__ == "__main__":

@@ -231,6 +231,14 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(name: str, result: dict, table: str) -> None:
+    """``benchmarks/results/<name>.json`` and ``.md``; the table is printed too."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{name}.md").write_text(table)
+    print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -256,12 +264,8 @@ def main() -> None:
         if getattr(args, key) is None:
             setattr(args, key, value)
     result = measure(args)
-    RESULTS.mkdir(exist_ok=True)
     tag = ("cuda" if gpu else "cpu") + (f"_{args.tag}" if args.tag else "")
-    (RESULTS / f"depth_mixing_{tag}.json").write_text(json.dumps(result, indent=2))
-    table = markdown(result)
-    (RESULTS / f"depth_mixing_{tag}.md").write_text(table)
-    print(table)
+    write_results(f"depth_mixing_{tag}", result, markdown(result))
 
 
 if __name__ == "__main__":

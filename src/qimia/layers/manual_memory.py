@@ -116,6 +116,10 @@ class ManualMemory(ABC):
             self._rows[slot] = self._starts[self.first_reader(slot) :] + slot
         return self._rows[slot]
 
+    def store_logits(self, slot: int, logits: Tensor) -> None:
+        """Write ``slot``'s logits ``(R_i, *G)`` against its readers into their rows of ``L``."""
+        self._logits_raw.index_copy_(0, self.rows(slot), logits.float())
+
     def weights(self, reader: int) -> Tensor:
         """``softmax_i(l_{r,i})`` over reader ``r``'s slots: ``(c_r, *G)`` fp32."""
         start = self.starts[reader]
@@ -335,7 +339,7 @@ class _Write(torch.autograd.Function):
         memory._store(slot, value)
         if source is not None:
             logits = source if index is None else memory.project(slot, memory._projection(source, index, slot))
-            memory._logits_raw.index_copy_(0, memory.rows(slot), logits.float())  # (R_i, *G)
+            memory.store_logits(slot, logits)
         memory.written += 1
         ctx.memory, ctx.slot, ctx.index, ctx.value_dtype = memory, slot, index, value.dtype
         ctx.has_source = source is not None
@@ -383,8 +387,7 @@ class _KeyedWrite(torch.autograd.Function):
         slot = memory.written
         memory._store(slot, value)
         first = memory.first_reader(slot)
-        logits = memory.key_logits(slot, weight, queries[first:])  # (R_i, *G)
-        memory._logits_raw.index_copy_(0, memory.rows(slot), logits.float())
+        memory.store_logits(slot, memory.key_logits(slot, weight, queries[first:]))
         memory.written += 1
         ctx.memory, ctx.slot, ctx.first, ctx.index, ctx.value_dtype = memory, slot, first, index, value.dtype
         ctx.save_for_backward(weight, queries)
