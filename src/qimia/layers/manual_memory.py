@@ -176,6 +176,7 @@ class ManualMemory(ABC):
         the cycle would run through C++ autograd nodes that Python's collector cannot see, and
         every step's activations would stay alive. Reads and writes after ``close`` are an error."""
         self.order = None  # type: ignore[assignment]
+        self.partial = None  # the last phase's mixtures: not needed by the backward
 
     def begin_backward(self, reader: int) -> None:
         """Allocate fresh gradient buffers when a new backward pass starts (reads run in reverse
