@@ -100,6 +100,25 @@ def test_official_recipe_scores_the_whole_test_set_over_its_seeds(one_batch, dat
     assert "Table 1 on the full test set" in report and "standardised" in report and "gradient clipping 1.0" in report
 
 
+def test_a_run_keeps_the_seeds_its_folder_holds_and_refuses_another_setup(one_batch, data, tmp_path, capsys):
+    out = tmp_path / "official"  # the two-seed run's results, then seed 2 added in its folder
+    out.mkdir()
+    (out / "results.json").write_bytes((one_batch["mnist_official"] / "results.json").read_bytes())
+    base = ["model.hidden=[8]", "data.batch_size=8", "recipe=official", f"data.path={data['mnist']}",
+            "trainer.max_steps=2", "analysis.test_subset=0", "analysis.figures=0", *QUIET, f"hydra.run.dir={out}"]
+    before = json.loads((out / "results.json").read_text())["seeds"]
+    assert main(["dual", "mnist", "seeds=[0,1,2]", *base]) == 0
+    assert "already holds seeds [0, 1]: kept, not trained again" in capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    assert [s["seed"] for s in res["seeds"]] == [0, 1, 2] and res["seeds"][:2] == before
+    assert not (out / "seed1").exists() and (out / "seed2").is_dir()  # seeds 0 and 1 were not trained again
+    assert "Seeds [2] added by `" in (out / "report.md").read_text()
+    assert main(["dual", "mnist", "seeds=[3]", *base, "optimizer.lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "holds seeds [0, 1, 2] of another setup" in err and "'lr': (0.003, 0.5)" in err
+    assert [s["seed"] for s in json.loads((out / "results.json").read_text())["seeds"]] == [0, 1, 2]
+
+
 def test_group_shares_summarise_class_task_groups():
     ids = np.array([[0, 0], [1, 0], [0, 1], [1, 1]])                                # (class, task)
     frac = np.array([[0.5, 0.1, 0.3, 0.1], [0.1, 0.2, 0.1, 0.6]])                  # (M=2, G=4)

@@ -84,10 +84,12 @@ def run(cfg: DictConfig, out: Path) -> dict:
     data.setup()
     xte, yte = data.test_split
     sub = test_subset(len(yte), cfg.analysis.test_subset)
-    results = {"command": command_line(), "config": OmegaConf.to_container(cfg, resolve=True), "seeds": [],
-               "input_mean_std": data.mean_std}
-    per_seed = []
-    for i, seed in enumerate(cfg.seeds):
+    results = finished_seeds(cfg, out) or {"command": command_line(), "config": OmegaConf.to_container(cfg, resolve=True),
+                                           "seeds": [], "input_mean_std": data.mean_std}
+    done = {s["seed"] for s in results["seeds"]}
+    if done:
+        print(f"{out / 'results.json'} already holds seeds {sorted(done)}: kept, not trained again", flush=True)
+    for seed in [s for s in cfg.seeds if int(s) not in done]:
         seed_cfg, run_dir = with_seed(cfg, seed), out / f"seed{seed}"
         store_path = Path(cfg.record.store_dir) / f"seed{seed}" if cfg.record.store_dir else run_dir / "store"
         seed_run(seed_cfg)
@@ -100,10 +102,10 @@ def run(cfg: DictConfig, out: Path) -> dict:
         seconds = time.perf_counter() - start
         acc = accuracy(module, xte, yte)
         t1 = table1(module, store, xte[sub], yte[sub], 10, scores=tuple(cfg.analysis.scores), device=cfg.analysis.device)
-        per_seed.append(t1)
-        entry = {"seed": int(seed), "steps": trainer.global_step, "test_acc": acc, "train_seconds": seconds,
-                 "store_bytes": store.nbytes(), "slots_per_layer": store.num_slots(0), "table1": t1}
-        if i == 0 and cfg.analysis.figures:
+        entry = {"seed": int(seed), "command": command_line(), "steps": trainer.global_step, "test_acc": acc,
+                 "train_seconds": seconds, "store_bytes": store.nbytes(), "slots_per_layer": store.num_slots(0),
+                 "table1": t1}
+        if not results["seeds"] and cfg.analysis.figures:
             entry["figures"] = [p for score in cfg.analysis.scores for p in figures(
                 module, store, xte[sub], yte[sub], out, cfg.analysis.figures, score, cfg.analysis.device,
                 prefix=f"example_{score}_")]
@@ -114,6 +116,27 @@ def run(cfg: DictConfig, out: Path) -> dict:
             shutil.rmtree(store_path)
         results["setup"] = setup_of(cfg, trainer.global_step)
         write_summary(results, len(yte), out)
+    return results
+
+
+def finished_seeds(cfg: DictConfig, out: Path) -> dict | None:
+    """The ``results.json`` of an earlier run in ``out`` whose seeds this run keeps (a run stopped
+    between seeds, or more seeds added later: each seed is one whole recording), or None.
+
+    Raises:
+        ValueError: that run's setup (data, network, optimizer, budget, scores) differs from ``cfg``'s,
+            so its seeds cannot be pooled with this run's.
+    """
+    path = out / "results.json"
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text())
+    before, now = results["setup"], setup_of(cfg, cfg.trainer.max_steps)
+    if cfg.trainer.max_steps == -1:  # an epoch budget: the steps are known after training
+        now.pop("steps")
+    if differ := {k: (before.get(k), v) for k, v in now.items() if before.get(k) != v}:
+        raise ValueError(f"{path} holds seeds {[s['seed'] for s in results['seeds']]} of another setup "
+                         f"(before, now: {differ}); pass a new hydra.run.dir, or the same settings to add seeds.")
     return results
 
 
@@ -145,8 +168,13 @@ def write_summary(results: dict, test_set_size: int, out: Path) -> None:
     accs = torch.tensor([s["test_acc"] for s in results["seeds"]])
     results["test_acc"] = [float(accs.mean()), float(accs.std(unbiased=False))]
     inputs = "standardised (training mean/std, ddof=1)" if setup.get("standardize") else "in [0, 1]"
+    added = {}  # seeds added to the folder by later commands (see finished_seeds)
+    for seed in results["seeds"]:
+        if seed.get("command", results["command"]) != results["command"]:
+            added.setdefault(seed["command"], []).append(seed["seed"])
     md = (f"Command: `{results['command']}`\n\n"
-          f"MNIST MLP {'-'.join(map(str, (784, *setup['hidden'], 10)))}, {setup['optimizer']} lr {setup['lr']} "
+          + "".join(f"Seeds {seeds} added by `{command}`\n\n" for command, seeds in added.items())
+          + f"MNIST MLP {'-'.join(map(str, (784, *setup['hidden'], 10)))}, {setup['optimizer']} lr {setup['lr']} "
           f"momentum {setup['momentum']}, gradient clipping {setup.get('gradient_clip_val')}, batch "
           f"{setup['batch_size']}, {setup['steps']} steps, data={setup['data']} (inputs {inputs}), "
           f"seeds {[s['seed'] for s in results['seeds']]}; test accuracy {results['test_acc'][0]:.2f} +- "
