@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from qimia.data import BPETokenizer, CharTokenizer, PythonDocs, TextDataModule, TextFile, WikiText
+from qimia.data import BPETokenizer, CharTokenizer, PythonDocs, TextDataModule, TextFile, WikiText, WordTokenizer
 from qimia.data.text import PG19, TokenWindows
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog {i * i}\n" for i in range(400))
@@ -14,6 +14,20 @@ def test_char_tokenizer_roundtrip_and_unknown():
     assert tok.decode(tok.encode("cab").tolist()) == "cab"
     assert tok.encode("z").tolist() == [0]  # unseen -> UNK
     assert tok.vocab_size == 4
+
+
+def test_char_tokenizer_names_the_characters_it_does_not_know():
+    assert CharTokenizer("abcab").unknown("cazby") == ["y", "z"]
+
+
+def test_word_tokenizer_keeps_the_most_frequent_words_and_maps_the_rest_to_unk():
+    tok = WordTokenizer("the cat sat on the mat, the cat.", vocab_size=4)
+    assert tok.vocab[1:] == ["the", "cat", "sat"]                               # ties: the first seen first
+    ids = tok.encode("the cat sat on the mat")
+    assert tok.decode(ids.tolist()) == "the cat sat \u2047 the \u2047"          # on, mat -> UNK
+    assert tok.unknown("the dog sat, on") == [",", "dog", "on"]
+    with pytest.raises(ValueError, match="at least 2 entries"):
+        WordTokenizer("the cat", vocab_size=1)
 
 
 def test_bpe_trained_locally_compresses_and_roundtrips():
@@ -33,7 +47,7 @@ def test_token_windows():
         TokenWindows(torch.arange(3), block_size=5)
 
 
-@pytest.mark.parametrize("tokenizer", ["char", "bpe"])
+@pytest.mark.parametrize("tokenizer", ["char", "word", "bpe"])
 def test_text_file_module(tmp_path, tokenizer):
     path = tmp_path / "corpus.txt"
     path.write_text(TEXT)

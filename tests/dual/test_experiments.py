@@ -19,7 +19,7 @@ from qimia.app import compose
 from qimia.cli import main
 from qimia.data.image_tasks import load_task
 from qimia.data.mnist import load_mnist_pkl
-from qimia.data.text import CharTokenizer
+from qimia.data.text import CharTokenizer, WordTokenizer
 from qimia.dual.experiments.common import accuracy, check_budget, check_not_resumed
 from qimia.dual.experiments.mnist import run as mnist_run
 from qimia.dual.experiments.multitask import check_schedule, group_shares
@@ -56,6 +56,10 @@ def one_batch(tmp_path_factory, data) -> dict[str, Path]:
         "lm": ["corpus=text_file", f"corpus.path={data['corpus']}", "trainer.max_steps=1", "data.seq_len=8",
                "data.batch_size=2", "model.hidden=8", "model.embed=4", "analysis.prompts=[the d]",
                "record.keep_stores=true"],
+        "lm_word": ["tokens=word", "corpus=text_file", f"corpus.path={data['corpus']}", "trainer.max_steps=2",
+                    "data.seq_len=6", "data.batch_size=2", "model.hidden=8", "model.embed=4", "data.vocab_size=8",
+                    "analysis.prompts=[the cat sat]", "analysis.test_queries=2", "analysis.query_len=5",
+                    "record.keep_stores=true", "record.dtype=float32"],  # the preset stores fp16
     }
     folders = {}
     for command, extra in overrides.items():
@@ -64,11 +68,11 @@ def one_batch(tmp_path_factory, data) -> dict[str, Path]:
     return folders
 
 
-@pytest.mark.parametrize("command", ["mnist", "multitask", "continual", "lm"])
+@pytest.mark.parametrize("command", ["mnist", "multitask", "continual", "lm", "lm_word"])
 def test_every_experiment_config_trains_one_batch(one_batch, command):
     run = one_batch[command] / "seed0" if command == "mnist" else one_batch[command]
     store = DualStore.open(run / "store", verify="full")
-    assert store.num_steps == (2 if command in ("multitask", "continual") else 1)
+    assert store.num_steps == (2 if command in ("multitask", "continual", "lm_word") else 1)
     assert (run / "checkpoints" / "last.ckpt").exists() and (one_batch[command] / "results.json").is_file()
 
 
@@ -155,6 +159,38 @@ def test_lm_checkpoint_round_trip(one_batch):
     with torch.no_grad():
         logits = net(tokenizer.encode("the d")[None])
     assert tokenizer.decode([int(logits[0, -1].argmax())]) == report["prompts"][0]["predicted_next"]
+
+
+def test_word_lm_on_nn_lstm_is_recorded_exactly_and_explains_test_queries(one_batch, data, helpers):
+    run = one_batch["lm_word"]
+    report = json.loads((run / "results.json").read_text())
+    assert report["slots"] == {"lstm.ih_l0": 2 * 2 * 6, "lstm.hh_l0": 2 * 2 * 6, "out": 2 * 2 * 6}
+    store, net = DualStore.open(run / "store"), load_net(run)
+    assert isinstance(net.lstm, torch.nn.LSTM) and net.embed.num_embeddings == report["vocab"] == 8
+    params = dict(net.named_parameters())
+    for name in store.layer_names:                    # net.lstm.ih_l0 -> lstm.weight_ih_l0, ...
+        spec = store.layer(name)
+        W, b = reconstruct_layer(store, name)
+        assert helpers.rel_err(W, params[spec.weight.removeprefix("net.")]) <= 1e-5, name
+        assert helpers.rel_err(b, params[spec.bias.removeprefix("net.")]) <= 1e-5, name
+    assert [p["kind"] for p in report["prompts"]] == ["prompt", "test query", "test query"]
+    assert all(len(p["prompt"].split()) == 5 for p in report["prompts"][1:])        # query_len words each
+    for split in ("val", "test"):
+        held = report["held_out"][split]
+        assert held["ppl"] > 1 and held["bigram_ppl"] > 1 and held["tokens"] > 0
+    tokens = len(WordTokenizer.PATTERN.findall(CORPUS[: int(len(CORPUS) * 0.9)]))
+    top = report["prompts"][0]["layers"]["lstm.hh_l0"]["contribution"]["top"]
+    assert report["corpus_tokens"] == tokens and all(0 <= t["corpus_pos"] < tokens and "[" in t["context"] for t in top)
+    assert "| test |" in (run / "report.md").read_text()
+
+
+def test_record_layers_chooses_the_recorded_modules(tmp_path, data):
+    out = tmp_path / "lm"
+    assert main(["dual", "lm", "tokens=word", "corpus=text_file", f"corpus.path={data['corpus']}", "trainer.max_steps=1",
+                 "data.seq_len=6", "data.batch_size=2", "model.hidden=4", "model.embed=2", "analysis.prompts=[the]",
+                 "analysis.test_queries=0",
+                 "record.layers=[net.lstm]", *QUIET, f"hydra.run.dir={out}"]) == 0
+    assert set(json.loads((out / "results.json").read_text())["slots"]) == {"lstm.ih_l0", "lstm.hh_l0"}
 
 
 def test_report_only_rewrites_the_report_from_results_json(one_batch, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Layer types beyond nn.Linear: convolutions and embeddings recorded exactly; the rest refused by name."""
+"""Layer types beyond nn.Linear: convolutions, embeddings and LSTMs recorded exactly; the rest refused by name."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from torch import nn
 
 from qimia.dual.errors import DualFormError, UnrecordedLayerWarning
 from qimia.dual.explain import DualExplainer, layer_inputs
+from qimia.dual.reconstruct import dual_forward, reconstruct_layer, reconstruct_model
 from qimia.dual.recorder import DualRecorder
-from qimia.dual.reconstruct import dual_forward, reconstruct_layer
+from qimia.dual.recurrent import unrolled_lstm
 from qimia.dual.verify import verify_store
 
 
@@ -30,12 +31,14 @@ def _train(model, path, x, y, steps=12, batch=8, layers=None, **kw):
 
 
 def _assert_exact(store, model, helpers, tol=1e-5):
+    params = dict(model.named_parameters())
     for name in store.layer_names:
-        mod = model.get_submodule(name)
+        spec = store.layer(name)
         W, b = reconstruct_layer(store, name)
-        assert W.shape == mod.weight.shape and helpers.rel_err(W, mod.weight) <= tol, name
-        if getattr(mod, "bias", None) is not None:
-            assert helpers.rel_err(b, mod.bias) <= tol, name
+        weight = params[spec.weight]
+        assert W.shape == weight.shape and helpers.rel_err(W, weight) <= tol, name
+        if spec.bias is not None:
+            assert helpers.rel_err(b, params[spec.bias]) <= tol, name
 
 
 class ConvNet(nn.Module):
@@ -107,26 +110,83 @@ def test_embedding_is_not_recorded_by_default_but_named(tmp_path, helpers):
 
 
 class Recurrent(nn.Module):
-    def __init__(self, kind: type[nn.Module]) -> None:
+    def __init__(self, kind: type[nn.Module], **kw) -> None:
         super().__init__()
-        self.rnn = kind(4, 6, batch_first=True)
-        self.head = nn.Linear(6, 3)
+        self.rnn = kind(4, 6, **{"batch_first": True, **kw})
+        self.head = nn.Linear(6 * (1 + bool(kw.get("bidirectional"))), 3)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.rnn(x)[0][:, -1])
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, 4)
+        if self.rnn.batch_first:
+            return self.head(self.rnn(x)[0][:, -1])
+        return self.head(self.rnn(x.transpose(0, 1))[0][-1])                   # (T, B, 4) -> (T, B, 6)
 
 
-@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("kind", [nn.GRU, nn.RNN])
 def test_fused_recurrent_layers_are_refused_by_name_and_warned(tmp_path, helpers, kind):
     torch.manual_seed(0)
     model = Recurrent(kind)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(DualFormError, match=rf"rnn \({kind.__name__}\).*fused.*nn.Linear"):
+    with pytest.raises(DualFormError, match=rf"rnn \({kind.__name__}\).*fused.*nn.LSTM"):
         DualRecorder(model, opt, str(tmp_path / "a"), layers=["rnn", "head"])
     x, y = torch.randn(30, 5, 4), torch.randint(0, 3, (30,))
     with pytest.warns(UnrecordedLayerWarning, match=rf"rnn \({kind.__name__}\)"):
         store = _train(model, tmp_path / "b", x, y, steps=4)
     _assert_exact(store, model, helpers)
+
+
+@pytest.mark.parametrize("layers, batch_first, bias", [(1, True, True), (2, False, True), (2, True, False)])
+def test_lstm_is_recorded_exactly_as_two_views_per_layer(tmp_path, helpers, layers, batch_first, bias):
+    torch.manual_seed(0)
+    model = Recurrent(nn.LSTM, num_layers=layers, batch_first=batch_first, bias=bias, dropout=0.3 * (layers > 1))
+    x, y = torch.randn(30, 5, 4), torch.randint(0, 3, (30,))
+    store = _train(model, tmp_path / "s", x, y)
+    views = [f"rnn.{part}_l{k}" for k in range(layers) for part in ("ih", "hh")]
+    assert store.layer_names == [*views, "head"]
+    assert (store.layer("rnn.ih_l0").d_key, store.layer("rnn.hh_l0").d_key, store.layer("rnn.hh_l0").d_value) == (4, 6, 24)
+    assert store.num_slots("rnn.ih_l0") == 12 * 8 * 5                   # one slot per example and time step
+    _assert_exact(store, model, helpers)
+    assert "forward" not in vars(model.rnn)                             # the fused kernel is back after close()
+    assert verify_store(store.root).ok
+
+
+def test_lstm_views_are_the_products_the_fused_kernel_computes(tmp_path, helpers):
+    """The unrolled LSTM equals nn.LSTM (batched or not, with a start state); each view's dual form
+    equals its product W x + b at the keys layer_inputs gives."""
+    torch.manual_seed(0)
+    lstm = nn.LSTM(4, 6, num_layers=2)
+    x, hx = torch.randn(5, 3, 4), (torch.randn(2, 3, 6), torch.randn(2, 3, 6))
+    for args in ((x,), (x, hx), (x[:, 0], tuple(s[:, 0] for s in hx))):
+        out, (h, c) = unrolled_lstm(lstm, *args)
+        ref, (h_ref, c_ref) = lstm(*args)
+        assert max(helpers.rel_err(a, b) for a, b in ((out, ref), (h, h_ref), (c, c_ref))) <= 1e-6
+    model = Recurrent(nn.LSTM)
+    xs, y = torch.randn(30, 5, 4), torch.randint(0, 3, (30,))
+    store = _train(model, tmp_path / "s", xs, y)
+    queries, out = layer_inputs(model, xs[:2], ["rnn.ih_l0", "rnn.hh_l0"])
+    assert helpers.rel_err(out, model(xs[:2])) <= 1e-6 and queries["rnn.ih_l0"].shape == (10, 4)
+    h_prev = torch.cat([torch.zeros(2, 1, 6), model.rnn(xs[:2])[0][:, :-1]], 1).reshape(10, 6)
+    assert helpers.rel_err(queries["rnn.hh_l0"], h_prev) <= 1e-6
+    r = model.rnn
+    for view, keys, (W, b) in (("rnn.ih_l0", xs[:2].reshape(10, 4), (r.weight_ih_l0, r.bias_ih_l0)),
+                               ("rnn.hh_l0", h_prev, (r.weight_hh_l0, r.bias_hh_l0))):
+        assert helpers.rel_err(dual_forward(store, view, queries[view]), F.linear(keys, W, b)) <= 1e-5, view
+    copy = reconstruct_model(store, model)
+    assert helpers.rel_err(copy(xs), model(xs)) <= 1e-5
+
+
+@pytest.mark.parametrize("kw, reason", [({"bidirectional": True}, "bidirectional=True"),
+                                        ({"proj_size": 2}, "proj_size=2")])
+def test_lstms_without_a_recorded_form_are_refused_by_name_and_warned(tmp_path, helpers, kw, reason):
+    torch.manual_seed(0)
+    model = Recurrent(nn.LSTM, **kw)
+    if "proj_size" in kw:
+        model.head = nn.Linear(2, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(DualFormError, match=rf"rnn \(LSTM\).*{reason}"):
+        DualRecorder(model, opt, str(tmp_path / "a"), layers=["rnn", "head"])
+    with pytest.warns(UnrecordedLayerWarning, match=rf"rnn \(LSTM\): {reason}"):
+        store = _train(model, tmp_path / "b", torch.randn(30, 5, 4), torch.randint(0, 3, (30,)), steps=2)
+    assert store.layer_names == ["head"]
 
 
 class Attention(nn.Module):

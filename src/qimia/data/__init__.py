@@ -10,7 +10,8 @@ from qimia.data.chunking import ChunkingDataModule, ChunkingTask
 from qimia.data.denoising import DenoisingDataModule, GaussianNoise, NaturalImagesDataModule
 from qimia.data.digits import DigitsDataModule
 from qimia.data.mnist import MNISTDataModule, load_mnist_idx, load_mnist_pkl
-from qimia.data.text import PG19, BPETokenizer, CharTokenizer, PythonDocs, TextDataModule, TextFile, WikiText
+from qimia.data.text import (PG19, BPETokenizer, CharTokenizer, PythonDocs, TextDataModule, TextFile, WikiText,
+                             WordTokenizer)
 from qimia.data.vision import CIFAR10DataModule, ImageFolderDataModule
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "TextDataModule",
     "TextFile",
     "WikiText",
+    "WordTokenizer",
     "load_mnist_idx",
     "load_mnist_pkl",
 ]

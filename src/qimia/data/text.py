@@ -1,5 +1,6 @@
-"""Text corpora for language modelling, tokenised at the character level or with a BPE tokenizer
-trained locally on the training split (Hugging Face ``tokenizers``).
+"""Text corpora for language modelling, tokenised by characters, by words (the most frequent words
+and punctuation marks of the training split, WikiText-style) or with a BPE tokenizer trained
+locally on the training split (Hugging Face ``tokenizers``).
 
     TextDataModule(source=TextFile("corpus.txt"), tokenizer="char", block_size=128)
     TextDataModule(source=WikiText("wikitext-2-raw-v1"), tokenizer="bpe", vocab_size=4096)
@@ -11,6 +12,8 @@ the module passes ``chars_per_token`` of the evaluation splits to the LightningM
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +187,41 @@ class CharTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(self.vocab[i] for i in ids)
 
+    def unknown(self, text: str) -> list[str]:
+        """The characters of ``text`` that encode to ``UNK``."""
+        return sorted({ch for ch in text if ch not in self.index})
+
+
+class WordTokenizer:
+    """Words and punctuation marks (``\\w+|[^\\w\\s]``) of the training text: the ``vocab_size - 1``
+    most frequent ones (ties: the first seen first), plus ``UNK`` for every other word (WikiText's
+    ``<unk>`` convention).
+    Whitespace is not a token; ``decode`` joins tokens with spaces."""
+
+    PATTERN = re.compile(r"\w+|[^\w\s]")
+
+    def __init__(self, text: str, vocab_size: int) -> None:
+        if vocab_size < 2:
+            raise ValueError(f"a word vocabulary needs at least 2 entries (UNK and one word), got {vocab_size}.")
+        counts = Counter(self.PATTERN.findall(text))
+        counts.pop(UNK, None)
+        self.vocab = [UNK, *(word for word, _ in counts.most_common(vocab_size - 1))]
+        self.index = {word: i for i, word in enumerate(self.vocab)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> Tensor:
+        return torch.tensor([self.index.get(w, 0) for w in self.PATTERN.findall(text)], dtype=torch.long)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return " ".join(self.vocab[i] for i in ids)
+
+    def unknown(self, text: str) -> list[str]:
+        """The words of ``text`` that encode to ``UNK``."""
+        return sorted({w for w in self.PATTERN.findall(text) if w not in self.index})
+
 
 class BPETokenizer:
     """Byte-level BPE (GPT-2 style) trained on the training text with ``vocab_size`` tokens."""
@@ -215,6 +253,26 @@ class BPETokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids))
 
+    def unknown(self, text: str) -> list[str]:
+        """Nothing: byte-level BPE encodes any text."""
+        return []
+
+
+TOKENIZERS = ("char", "word", "bpe")
+Tokenizer = CharTokenizer | WordTokenizer | BPETokenizer
+
+
+def make_tokenizer(kind: str, text: str, vocab_size: int) -> Tokenizer:
+    """The tokenizer ``kind`` (one of :data:`TOKENIZERS`) built on ``text`` (``vocab_size``: words or
+    BPE tokens; a character vocabulary is the text's own)."""
+    if kind == "char":
+        return CharTokenizer(text)
+    if kind == "word":
+        return WordTokenizer(text, vocab_size)
+    if kind == "bpe":
+        return BPETokenizer(text, vocab_size)
+    raise ValueError(f"tokenizer must be one of {list(TOKENIZERS)}, got {kind!r}.")
+
 
 # ----------------------------------------------------------------------------- data
 class TokenWindows(Dataset):
@@ -238,8 +296,8 @@ class TextDataModule(SplitDataModule):
 
     Args:
         source: where the text comes from (:class:`TextFile`, :class:`WikiText`).
-        tokenizer: ``"char"`` or ``"bpe"`` (trained on the training split).
-        vocab_size: BPE vocabulary size (ignored for ``"char"``).
+        tokenizer: ``"char"``, ``"word"`` or ``"bpe"`` (built on the training split).
+        vocab_size: word or BPE vocabulary size (ignored for ``"char"``).
         block_size: tokens per training window ``T``.
         **kwargs: ``batch_size``, ``num_workers``, ``seed``.
     """
@@ -250,11 +308,11 @@ class TextDataModule(SplitDataModule):
         self, source: TextSource, tokenizer: str = "char", vocab_size: int = 4096, block_size: int = 128, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        if tokenizer not in ("char", "bpe"):
-            raise ValueError(f"tokenizer must be 'char' or 'bpe', got {tokenizer!r}.")
+        if tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be one of {list(TOKENIZERS)}, got {tokenizer!r}.")
         self.source, self.tokenizer_kind = source, tokenizer
         self.bpe_vocab_size, self.block_size = vocab_size, block_size
-        self.tokenizer: CharTokenizer | BPETokenizer | None = None
+        self.tokenizer: Tokenizer | None = None
         self.chars_per_token = 1.0
 
     @property
@@ -274,10 +332,7 @@ class TextDataModule(SplitDataModule):
         if self.tokenizer is not None:
             return
         corpus = self.source.load()
-        if self.tokenizer_kind == "char":
-            self.tokenizer = CharTokenizer(corpus.train)
-        else:
-            self.tokenizer = BPETokenizer(corpus.train, self.bpe_vocab_size)
+        self.tokenizer = make_tokenizer(self.tokenizer_kind, corpus.train, self.bpe_vocab_size)
         streams = [self.tokenizer.encode(text) for text in (corpus.train, corpus.val, corpus.test)]
         self.train_set, self.val_set, self.test_set = (TokenWindows(s, self.block_size) for s in streams)
         self.chars_per_token = len(corpus.test) / len(streams[2])

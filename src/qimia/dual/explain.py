@@ -213,19 +213,18 @@ def layer_inputs(model: nn.Module, x: torch.Tensor, layers: list[str]) -> tuple[
     """Run ``model(x)`` in eval mode and return ``({layer: (M * uses * rows, d_key) queries}, output)``.
 
     Queries are what the layer's keys are (:mod:`qimia.dual.layers`): input rows of a Linear,
-    input patches of a convolution (one row per output position), one-hot tokens of an embedding.
+    input patches of a convolution (one row per output position), one-hot tokens of an embedding,
+    ``x_t`` / ``h_{t-1}`` of an LSTM view (one row per time step).
     """
     captured: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
-    handles = [model.get_submodule(n).register_forward_hook(
-        lambda m, a, o, n=n: captured[n].append(L.query_rows(m, a[0]))) for n in layers]
+    handle = L.watch(model, layers, lambda n, m, a, o: captured[n].append(L.query_rows(m, a)))
     was_training = model.training
     model.eval()
     try:
         out = model(x)
     finally:
         model.train(was_training)
-        for h in handles:
-            h.remove()
+        handle.remove()
     return {n: torch.cat(v) for n, v in captured.items()}, out
 
 
@@ -238,25 +237,24 @@ def layer_inputs_and_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     (it records eval-mode passes with gradients too), call this inside ``rec.paused()``.
     """
     inputs: dict[str, torch.Tensor] = {}
-    outputs: dict[str, torch.Tensor] = {}
-    modules = {n: model.get_submodule(n) for n in layers}
+    outputs: dict[str, tuple[nn.Module | None, torch.Tensor]] = {}
 
-    def hook(m: nn.Module, a: tuple, o: torch.Tensor, n: str) -> None:
-        inputs[n] = L.query_rows(m, a[0])                                            # (M * rows, d_key)
+    def on_use(n: str, m: nn.Module | None, a: torch.Tensor, o: torch.Tensor) -> None:
+        inputs[n] = L.query_rows(m, a)                                               # (M * rows, d_key)
         o.retain_grad()
-        outputs[n] = o
+        outputs[n] = (m, o)
 
-    handles = [modules[n].register_forward_hook(lambda m, a, o, n=n: hook(m, a, o, n)) for n in layers]
+    handle = L.watch(model, layers, on_use)
     was = model.training
     model.eval()
     try:
         with torch.enable_grad():
-            torch.nn.functional.cross_entropy(model(x), y, reduction="sum").backward(inputs=list(outputs.values()))
+            loss = torch.nn.functional.cross_entropy(model(x), y, reduction="sum")
+            loss.backward(inputs=list({id(o): o for _, o in outputs.values()}.values()))  # LSTM views share z_x
     finally:
         model.train(was)
-        for h in handles:
-            h.remove()
-    return inputs, {n: L.output_rows(modules[n], outputs[n].grad) for n in layers}
+        handle.remove()
+    return inputs, {n: L.output_rows(m, o.grad) for n, (m, o) in outputs.items()}
 
 
 def example_scores(store: DualStore, layer: str | int, queries: torch.Tensor, test_errors: torch.Tensor,

@@ -12,19 +12,25 @@ kind          module                      key row ``x_t``                       
 ``conv``      ``nn.Conv1d/2d/3d``         one input patch ``(C * prod(k),)`` (unfold),   ``weight.reshape(out, -1)``
                                           one row per output position
 ``embedding`` ``nn.Embedding``            one-hot token id ``(V,)``, stored as the id    ``weight.T``
+``lstm``      ``nn.LSTM``, per layer ``k``  view ``ih_l<k>``: the input ``x_t``;           ``weight_ih_l<k>``,
+                                          view ``hh_l<k>``: ``h_{t-1}``                  ``weight_hh_l<k>``
 ============  ==========================  =============================================  ===================
 
 A convolution's bias is a constant-1 key at every output position; an embedding has no bias.
 Embeddings are recorded only when named in ``layers=`` (their attention is a lookup of the
-slots of the same token). Fused recurrent layers (``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` and their
-cells) and ``nn.MultiheadAttention`` are refused by name: their weights are applied inside one
-fused or functional call, so no hook sees the per-step inputs ``[x_t; h_{t-1}]`` or the gate
-gradients. Build them from ``nn.Linear`` (one call per time step) to record them exactly.
+slots of the same token). An ``nn.LSTM`` is recorded as two views per layer
+(:mod:`qimia.dual.recurrent`), named ``<module>.ih_l<k>`` and ``<module>.hh_l<k>``; it runs
+unrolled while it is watched. ``nn.GRU``, ``nn.RNN``, the recurrent cells and
+``nn.MultiheadAttention`` are refused by name: their weights are applied inside one fused or
+functional call, so no hook sees their per-step inputs or gate gradients. Build them from
+``nn.Linear`` (one call per time step) to record them exactly.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,23 +38,37 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from qimia.dual import recurrent
 from qimia.dual.errors import DualFormError
 from qimia.dual.store import LayerSpec, to_tensor
 
-DEFAULT_KINDS = ("linear", "conv")
+DEFAULT_KINDS = ("linear", "conv", "lstm")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _FUSED_RECURRENT = (nn.RNNBase, nn.RNNCellBase)
 
+# on_use(name, module, x, y): one call of a watched layer; ``module`` is None for an LSTM view,
+# ``x`` its input (keys) and ``y`` the output whose gradient is the layer's values.
+OnUse = Callable[[str, "nn.Module | None", torch.Tensor, torch.Tensor], None]
 
-def layer_kind(module: nn.Module) -> str | None:
-    """``"linear"``, ``"conv"``, ``"embedding"`` or None (no recorded form)."""
+
+def layer_kind(module: nn.Module | None) -> str | None:
+    """``"linear"``, ``"conv"``, ``"embedding"``, ``"lstm"`` or None (no recorded form)."""
     if isinstance(module, nn.Linear):
         return "linear"
     if isinstance(module, _CONV):
         return "conv"
     if isinstance(module, nn.Embedding):
         return "embedding"
+    if type(module) is nn.LSTM:
+        return "lstm"
     return None
+
+
+def _trainable(module: nn.Module) -> bool:
+    """Whether a recordable module's weights are trained (all of an LSTM's, a layer's ``weight``)."""
+    if layer_kind(module) == "lstm":
+        return any(p.requires_grad for p in module.parameters())
+    return module.weight.requires_grad
 
 
 def refusal(module: nn.Module, owner: str | None) -> str | None:
@@ -56,6 +76,8 @@ def refusal(module: nn.Module, owner: str | None) -> str | None:
 
     ``owner`` names an enclosing ``nn.MultiheadAttention`` (which applies its ``out_proj`` functionally).
     """
+    if layer_kind(module) == "lstm":
+        return recurrent.lstm_refusal(module)
     if owner is not None:
         return (f"nn.MultiheadAttention {owner!r} applies it functionally (F.multi_head_attention_forward reads "
                 "out_proj.weight directly, so no forward hook sees its input); build the attention from nn.Linear "
@@ -80,8 +102,8 @@ def unrecorded_reason(module: nn.Module) -> str:
     """Why a trainable module that is not recorded has no recorded dual form."""
     if isinstance(module, _FUSED_RECURRENT):
         return ("fused recurrent kernel: all time steps run in one call, so the per-step keys [x_t; h_{t-1}] and "
-                "gate gradients are not visible to hooks; build the cell from nn.Linear (one call per step, as "
-                "qimia.dual.experiments.lstm_lm.LinearLSTM does) to record it exactly")
+                "gate gradients are not visible to hooks (only nn.LSTM itself is unrolled for recording); build "
+                "the cell from nn.Linear (one call per step) or use nn.LSTM to record it exactly")
     if isinstance(module, nn.MultiheadAttention):
         return ("its projections are applied functionally inside F.multi_head_attention_forward; build the "
                 "attention from nn.Linear projections to record it exactly")
@@ -89,6 +111,18 @@ def unrecorded_reason(module: nn.Module) -> str:
         return "embeddings are recorded only on request: pass layers=[...] with its name to record it exactly"
     return ("not a recorded layer type (nn.Linear, nn.Conv1d/2d/3d, nn.Embedding); its parameters are trained "
             "but have no memory")
+
+
+def layer_specs(chosen: list[tuple[str, nn.Module]], param_names: dict[int, str]) -> list[LayerSpec]:
+    """The recorded layers of the chosen modules, in order: one per module, two per LSTM layer."""
+    specs: list[LayerSpec] = []
+    for name, module in chosen:
+        if layer_kind(module) == "lstm":
+            specs += [recurrent.view_spec(view, len(specs) + i, module, param_names)
+                      for i, view in enumerate(recurrent.view_names(name, module))]
+        else:
+            specs.append(layer_spec(name, len(specs), module, param_names))
+    return specs
 
 
 def layer_spec(name: str, index: int, module: nn.Module, param_names: dict[int, str]) -> LayerSpec:
@@ -227,7 +261,7 @@ def select_layers(model: nn.Module, names: list[str] | None) -> tuple[list[tuple
     def owner(name: str) -> str | None:
         return next((a for a in attention if name.startswith(a + ".")), None)
 
-    candidates = {n: m for n, m in modules.items() if layer_kind(m) is not None and m.weight.requires_grad}
+    candidates = {n: m for n, m in modules.items() if layer_kind(m) is not None and _trainable(m)}
     if names is None:
         chosen = [(n, m) for n, m in candidates.items()
                   if layer_kind(m) in DEFAULT_KINDS and refusal(m, owner(n)) is None]
@@ -235,8 +269,8 @@ def select_layers(model: nn.Module, names: list[str] | None) -> tuple[list[tuple
         trained = {n for n, m in modules.items() if any(p.requires_grad for p in m.parameters())}
         unknown = [n for n in names if n not in candidates and n not in trained]
         if unknown:
-            raise ValueError(f"layers {unknown} are not trainable nn.Linear, nn.Conv1d/2d/3d or nn.Embedding "
-                             f"modules of the model; available: {sorted(candidates)}.")
+            raise ValueError(f"layers {unknown} are not trainable nn.Linear, nn.Conv1d/2d/3d, nn.Embedding or "
+                             f"nn.LSTM modules of the model; available: {sorted(candidates)}.")
         chosen = []
         for n, m in modules.items():
             if n in names:
@@ -260,7 +294,7 @@ def _reason(module: nn.Module, owner: str | None) -> str | None:
     """Why ``module`` is not recorded exactly (None for a recordable layer with an exact form)."""
     if layer_kind(module) is None:
         return unrecorded_reason(module)
-    if not module.weight.requires_grad:
+    if layer_kind(module) != "lstm" and not module.weight.requires_grad:
         return "its weight is frozen (a bias trained alone is not recorded)"
     return refusal(module, owner)
 
@@ -272,8 +306,8 @@ def check_untied(model: nn.Module, chosen: list[tuple[str, nn.Module]]) -> None:
         for p in m.parameters(recurse=False):
             owners.setdefault(id(p), []).append(n)
     for name, mod in chosen:
-        for p in (mod.weight, getattr(mod, "bias", None)):
-            names = owners.get(id(p), []) if p is not None else []
+        for p in mod.parameters(recurse=False):
+            names = owners.get(id(p), [])
             if len(names) > 1:
                 other = next(o for o in names if o != name)
                 raise DualFormError(
@@ -282,3 +316,53 @@ def check_untied(model: nn.Module, chosen: list[tuple[str, nn.Module]]) -> None:
                     "embedding's token ids and an output layer's hidden states), so neither memory alone rebuilds "
                     "it. Untie the weights, or call the same module twice instead (every use of a module is "
                     "recorded).")
+
+
+class WatchHandle:
+    """What :func:`watch` attached; ``remove()`` detaches it (like a hook's handle)."""
+
+    def __init__(self) -> None:
+        self._hooks: list[Any] = []
+        self._taps: list[tuple[nn.Module, Any]] = []
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        for lstm, tap in self._taps:
+            recurrent.remove_tap(lstm, tap)
+        self._hooks.clear()
+        self._taps.clear()
+
+
+def watch(model: nn.Module, names: list[str], on_use: OnUse, active: Callable[[], bool] = lambda: True) -> WatchHandle:
+    """Call ``on_use(name, module, x, y)`` on every call of the layers ``names`` of ``model``.
+
+    A name is a module's (a forward hook gives its input and output) or an LSTM view's
+    (``<module>.ih_l<k>`` / ``.hh_l<k>``: the LSTM runs :func:`~qimia.dual.recurrent.unrolled_lstm`
+    while ``active()`` and its fused kernel otherwise; ``module`` is None, ``x`` the view's keys
+    ``(B, T, d_key)`` and ``y`` the input product ``z_x`` ``(B, T, 4H)``).
+    """
+    handle = WatchHandle()
+    views: dict[str, set[str]] = {}
+    for name in names:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            parts = recurrent.split_view(name)
+            if parts is None or layer_kind(model.get_submodule(parts[0])) != "lstm":
+                raise
+            views.setdefault(parts[0], set()).add(name)
+            continue
+        handle._hooks.append(module.register_forward_hook(lambda m, a, o, n=name: on_use(n, m, a[0], o)))
+    for parent, wanted in views.items():
+        lstm = model.get_submodule(parent)
+
+        def tap(k: int, x: torch.Tensor, h_prev: torch.Tensor, z_x: torch.Tensor,
+                parent: str = parent, wanted: set[str] = wanted) -> None:
+            for part, keys in (("ih", x), ("hh", h_prev)):
+                if (view := recurrent.view_name(parent, part, k)) in wanted:
+                    on_use(view, None, keys, z_x)
+
+        recurrent.add_tap(lstm, tap, active)
+        handle._taps.append((lstm, tap))
+    return handle

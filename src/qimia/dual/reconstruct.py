@@ -114,14 +114,15 @@ def reconstruct_model(store: DualStore, model: nn.Module, *, keep: Keep = None,
                       dtype: torch.dtype = torch.float64, chunk_rows: int = 65536) -> nn.Module:
     """A deep copy of ``model`` whose recorded layers hold the reconstructed (optionally masked) weights."""
     out = copy.deepcopy(model)
+    params = dict(out.named_parameters())
     for name in store.layer_names:
-        mod = out.get_submodule(name)
-        W, b = reconstruct_layer(store, name, keep=keep, dtype=dtype, device=mod.weight.device,
-                                 chunk_rows=chunk_rows)
+        spec = store.layer(name)
+        weight = params[spec.weight]
+        W, b = reconstruct_layer(store, name, keep=keep, dtype=dtype, device=weight.device, chunk_rows=chunk_rows)
         with torch.no_grad():
-            mod.weight.copy_(W.to(mod.weight.dtype))
+            weight.copy_(W.to(weight.dtype))
             if b is not None:
-                mod.bias.copy_(b.to(mod.bias.dtype))
+                params[spec.bias].copy_(b.to(params[spec.bias].dtype))
     return out
 
 

@@ -1,8 +1,8 @@
-"""Record the dual-form memory of every ``nn.Linear`` and convolution while a model trains normally.
+"""Record the dual-form memory of every ``nn.Linear``, convolution and LSTM while a model trains normally.
 
 Irie, Csordás, Schmidhuber (2022), "The Dual Form of Neural Networks Revisited". For each
-recorded layer ``y = W x + b`` (:mod:`qimia.dual.layers`: Linear, Conv1d/2d/3d, and Embedding
-on request) and each optimizer step ``t`` the recorder keeps, per example and per use of the
+recorded layer ``y = W x + b`` (:mod:`qimia.dual.layers`: Linear, Conv1d/2d/3d, the two products
+of every ``nn.LSTM`` layer, and Embedding on request) and each optimizer step ``t`` the recorder keeps, per example and per use of the
 layer (recurrent cells and shared modules are used several times per forward pass), the key
 ``x_t`` (the layer input row, a convolution's input patch, an embedding's token id) and the
 value ``e_t = dL/dy_t`` exactly as autograd computes it during the real backward pass, so
@@ -47,7 +47,7 @@ from qimia.dual import layers as L
 from qimia.dual.errors import DualFormError, StoreError, UnrecordedLayerWarning
 from qimia.dual.grad_checks import GradientChecks
 from qimia.dual.optim_coeffs import check_optimizer, group_scalars
-from qimia.dual.store import META_COLUMNS, DualStore, LayerSpec
+from qimia.dual.store import META_COLUMNS, DualStore
 
 _STORE_TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16}
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -96,9 +96,10 @@ class DualRecorder:
         model: the model being trained (any ``nn.Module``).
         optimizer: ``torch.optim.SGD`` for the exact form; other optimizers need ``keys_only``.
         path: store directory.
-        layers: module names to record (default: every trainable ``nn.Linear`` and ``nn.Conv1d/2d/3d``;
-            name an ``nn.Embedding`` here to record it too). Layers without an exact form (fused
-            ``nn.LSTM``/``nn.GRU``, ``nn.MultiheadAttention``, grouped convolutions) are refused by name.
+        layers: module names to record (default: every trainable ``nn.Linear``, ``nn.Conv1d/2d/3d`` and
+            ``nn.LSTM``, the latter as two views per layer; name an ``nn.Embedding`` here to record it
+            too). Layers without an exact form (``nn.GRU``, ``nn.RNN``, ``nn.MultiheadAttention``,
+            grouped convolutions, bidirectional LSTMs) are refused by name.
         dtype: ``"float64"`` (for fp64 training), ``"float32"`` or ``"float16"`` storage of keys and values.
         keys_only: record inputs only (APPROXIMATE analysis, any optimizer, no reconstruction).
         flush_every: commit a shard group (and a resume checkpoint) every this many steps.
@@ -127,15 +128,15 @@ class DualRecorder:
         self.model, self.optimizer = model, optimizer
         self.keys_only, self.flush_every = keys_only, flush_every
         self.state_objects = dict(state_objects or {})
-        self._modules = self._select_layers(model, layers)
-        param_names = {id(p): n for n, p in model.named_parameters()}
-        self.specs = [L.layer_spec(name, i, mod, param_names) for i, (name, mod) in enumerate(self._modules)]
+        params = dict(model.named_parameters())
+        self.specs = L.layer_specs(self._select_layers(model, layers), {id(p): n for n, p in params.items()})
+        self._spec = {spec.name: spec for spec in self.specs}
         self._params: dict[str, nn.Parameter] = {}      # recorded and trained
         frozen: dict[str, nn.Parameter] = {}            # recorded, never trained (a frozen bias stays b_0)
-        for (_, mod), spec in zip(self._modules, self.specs):
-            self._params[spec.weight] = mod.weight
+        for spec in self.specs:
+            self._params[spec.weight] = params[spec.weight]
             if spec.bias is not None:
-                (self._params if mod.bias.requires_grad else frozen)[spec.bias] = mod.bias
+                (self._params if params[spec.bias].requires_grad else frozen)[spec.bias] = params[spec.bias]
         if not keys_only:
             for pname, p in {**self._params, **frozen}.items():
                 if p.dtype not in (torch.float32, torch.float64):
@@ -182,7 +183,8 @@ class DualRecorder:
     def _select_layers(model: nn.Module, layers: list[str] | None) -> list[tuple[str, nn.Module]]:
         chosen, left = L.select_layers(model, layers)
         if not chosen:
-            raise ValueError("the model has no trainable nn.Linear, nn.Conv1d/2d/3d or nn.Embedding layer to record.")
+            raise ValueError("the model has no trainable nn.Linear, nn.Conv1d/2d/3d, nn.Embedding or nn.LSTM layer "
+                             "to record.")
         L.check_untied(model, chosen)
         if left and layers is None:
             warnings.warn(UnrecordedLayerWarning(
@@ -207,8 +209,8 @@ class DualRecorder:
                              f"this model/recorder has {here} (keys_only={self.keys_only}).")
 
     def _attach(self) -> None:
-        for (name, mod), spec in zip(self._modules, self.specs):
-            self._handles.append(mod.register_forward_hook(self._forward_hook(spec)))
+        self._handles.append(L.watch(self.model, [s.name for s in self.specs], self._on_use,
+                                     active=lambda: not self._paused and torch.is_grad_enabled()))
         if not self.keys_only:
             for pname, p in self._params.items():
                 self._handles.append(p.register_post_accumulate_grad_hook(self._grad_hook(pname)))
@@ -321,28 +323,31 @@ class DualRecorder:
                                 "per example; give one label per example or one per row.")
         return meta
 
-    def _forward_hook(self, spec: LayerSpec):
-        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
-            # Not gated on module.training: a model trained in eval mode (no dropout, frozen batch
-            # norm) is still updated by step(); evaluation passes belong in no_grad() or paused().
-            if self._paused or not torch.is_grad_enabled():
-                return
-            low = _autocast_dtype(args[0]) if spec.kind != "embedding" and not self.keys_only else None
-            if low is not None:
-                raise DualFormError(f"layer {spec.name} ran under torch.autocast({low}): the matmul rounds its input, "
-                                    f"weight and weight gradient to {low}, so the update is not the recorded sum of "
-                                    "e_t x_t^T (the reconstruction would be off by about 1e-3). Train in float32 "
-                                    "(Lightning: precision='32-true') or float64, or record with keys_only=True "
-                                    "(approximate analysis).")
-            keys = L.key_rows(spec, module, args[0])                                  # (n, d_key) or (n, 1) ids
-            use = _Use(keys=keys, meta=self._meta_for(keys.shape[0], len(self._uses[spec.name])),
-                       batch=self._batch)
-            self._uses[spec.name].append(use)
-            if not self.keys_only and output.requires_grad:
-                def grad_hook(grad: torch.Tensor, use: _Use = use) -> None:
-                    use.values = L.value_rows(spec, module, grad, use.keys)           # (n, d_value)
-                output.register_hook(grad_hook)
-        return hook
+    def _on_use(self, name: str, module: nn.Module | None, x: torch.Tensor, output: torch.Tensor) -> None:
+        """One call of a recorded layer (:func:`qimia.dual.layers.watch`): keep its keys, and its values
+        once backward reaches ``output``.
+
+        Not gated on module.training: a model trained in eval mode (no dropout, frozen batch norm) is
+        still updated by step(); evaluation passes belong in no_grad() or paused().
+        """
+        if self._paused or not torch.is_grad_enabled():
+            return
+        spec = self._spec[name]
+        low = _autocast_dtype(x) if spec.kind != "embedding" and not self.keys_only else None
+        if low is not None:
+            raise DualFormError(f"layer {spec.name} ran under torch.autocast({low}): the matmul rounds its input, "
+                                f"weight and weight gradient to {low}, so the update is not the recorded sum of "
+                                "e_t x_t^T (the reconstruction would be off by about 1e-3). Train in float32 "
+                                "(Lightning: precision='32-true') or float64, or record with keys_only=True "
+                                "(approximate analysis).")
+        keys = L.key_rows(spec, module, x)                                      # (n, d_key) or (n, 1) ids
+        use = _Use(keys=keys, meta=self._meta_for(keys.shape[0], len(self._uses[spec.name])),
+                   batch=self._batch)
+        self._uses[spec.name].append(use)
+        if not self.keys_only and output.requires_grad:
+            def grad_hook(grad: torch.Tensor, use: _Use = use) -> None:
+                use.values = L.value_rows(spec, module, grad, use.keys)               # (n, d_value)
+            output.register_hook(grad_hook)
 
     def _grad_hook(self, pname: str):
         def hook(p: torch.Tensor) -> None:

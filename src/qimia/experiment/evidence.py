@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import csv
 import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,14 +80,15 @@ def verdict(vs_residual: Paired, vs_denseformer: Paired, mode: str) -> str:
     return "no difference"
 
 
-def ngram_bpc(train: str, test: str, order: int = 1, alpha: float = 0.1) -> float:
-    """Bits per character of an order-``order`` Markov model of ``train`` on ``test``, with
-    add-``alpha`` smoothing over the training alphabet (``order=1``: the bigram model):
+def ngram_bpc(train: Sequence[Hashable], test: Sequence[Hashable], order: int = 1, alpha: float = 0.1) -> float:
+    """Bits per symbol (a character of a string, a token id of a tuple) of an order-``order`` Markov
+    model of ``train`` on ``test``, with add-``alpha`` smoothing over the symbols of both
+    (``order=1``: the bigram model):
 
         p(c | h) = (n(h c) + alpha) / (n(h) + alpha |V|)
     """
-    pairs: collections.Counter[str] = collections.Counter()
-    contexts: collections.Counter[str] = collections.Counter()
+    pairs: collections.Counter[Sequence[Hashable]] = collections.Counter()
+    contexts: collections.Counter[Sequence[Hashable]] = collections.Counter()
     for i in range(order, len(train)):
         pairs[train[i - order : i + 1]] += 1
         contexts[train[i - order : i]] += 1

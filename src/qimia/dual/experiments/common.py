@@ -78,7 +78,9 @@ def train_recorded(cfg: DictConfig, module: Any, run_dir: Path, store_path: Path
     from qimia.dual.lightning import DualRecorderCallback
     from qimia.training.engine import fit
 
+    layers = cfg.record.get("layers")
     recorder = DualRecorderCallback(str(store_path), batch_meta, dtype=cfg.record.dtype,
+                                    layers=list(layers) if layers is not None else None,
                                     flush_every=cfg.record.flush_every, check_gradients=cfg.record.check_gradients,
                                     overwrite=True, info=info or {})
     trainer = fit(cfg, module, run_dir, train_dataloaders=train_loader, val_dataloaders=val_loaders,
