@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
+from qimia.attention.transformer import position_signal, sinusoidal_positions
 from qimia.attention.universal import (
     DeepTransformer, DeepTransformerConfig, UniversalTransformer, UTConfig, ponder_loss,
 )
@@ -104,3 +106,33 @@ def test_ponder_cost_gradient_reaches_halting_unit():
     _, info = model(torch.randint(0, 7, (2, 5)))
     ponder_loss(info, 0.01).backward()
     assert model.halting.weight.grad.abs().sum() > 0
+
+
+def test_randomized_positions_are_a_sorted_draw_of_the_sinusoids_and_refuse_too_long_inputs():
+    like = torch.zeros(1)
+    table = sinusoidal_positions(64, 16, like)
+    torch.manual_seed(0)
+    drawn = position_signal(10, 16, like, max_positions=64)                 # (10, 16) rows of the table
+    index = [int((table - row).abs().sum(1).argmin()) for row in drawn]
+    assert index == sorted(set(index)) and len(index) == 10 and max(index) >= 10  # increasing, beyond 0..9
+    assert torch.equal(drawn, table[index])
+    assert torch.equal(position_signal(10, 16, like), table[:10])          # max_positions=0: 0..T-1
+    with pytest.raises(ValueError, match="raise net.max_positions"):
+        position_signal(65, 16, like, max_positions=64)
+
+
+def test_randomized_positions_reach_every_model_and_one_draw_serves_all_ut_steps():
+    src = torch.randint(1, 7, (2, 5))
+    for model in (ut(max_steps=3, max_positions=32), DeepTransformer(DeepTransformerConfig(
+            vocab=7, d_model=16, num_heads=2, d_ff=32, layers=2, max_positions=32))):
+        torch.manual_seed(1)
+        a = model(src)[0]
+        torch.manual_seed(2)
+        assert not torch.allclose(a, model(src)[0])                         # a new draw per forward
+        torch.manual_seed(1)
+        assert torch.equal(a, model(src)[0])                                # reproducible under a seed
+    model, calls = ut(max_steps=3, act=False, max_positions=32), []
+    original = model._timing
+    model._timing = lambda t, positions: calls.append(positions) or original(t, positions)
+    model(src)
+    assert len(calls) == 3 and all(c is calls[0] for c in calls)              # the same positions at every step

@@ -114,6 +114,26 @@ def sinusoidal_positions(length: int, d_model: int, like: Tensor) -> Tensor:
     return pe
 
 
+def position_signal(length: int, d_model: int, like: Tensor, max_positions: int = 0) -> Tensor:
+    """The sinusoidal signal of ``length`` positions, ``(T, d)``: positions ``0 .. T-1``, or, with
+    ``max_positions > 0``, a sorted random subset of ``0 .. max_positions-1`` drawn on every call
+    (randomized positional encodings, Ruoss et al. 2023, "Randomized Positional Encodings Boost
+    Length Generalization of Transformers", ACL; drawn in training and evaluation alike, as in
+    google-deepmind/randomized_positional_encodings), so a longer test sequence uses positions
+    that training has seen.
+
+    Raises:
+        ValueError: ``length > max_positions`` (there are not enough positions to draw from).
+    """
+    if max_positions <= 0:
+        return sinusoidal_positions(length, d_model, like)
+    if length > max_positions:
+        raise ValueError(f"a sequence of {length} tokens needs at least {length} positions, but max_positions="
+                         f"{max_positions}; raise net.max_positions to at least the longest test length.")
+    index = torch.randperm(max_positions, device=like.device)[:length].sort().values   # (T,)
+    return sinusoidal_positions(max_positions, d_model, like)[index]
+
+
 @dataclass
 class TransformerConfig:
     src_vocab: int = 16

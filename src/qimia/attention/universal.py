@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from qimia.attention.transformer import EncoderLayer, sinusoidal_positions
+from qimia.attention.transformer import EncoderLayer, position_signal, sinusoidal_positions
 
 
 class ACTInfo(NamedTuple):
@@ -59,6 +59,7 @@ class UTConfig:
     halting_bias_init: float = 1.0  # Graves 2016 and the UT code both initialise b_h = 1
     dropout: float = 0.0
     fused: bool = True
+    max_positions: int = 0  # > 0: randomized positions drawn from 0 .. max_positions-1 (Ruoss et al. 2023)
 
 
 class UniversalTransformer(nn.Module):
@@ -74,10 +75,9 @@ class UniversalTransformer(nn.Module):
         nn.init.constant_(self.halting.bias, c.halting_bias_init)
         self.head = nn.Linear(c.d_model, c.vocab)
 
-    def _timing(self, step: int, T: int, like: Tensor) -> Tensor:
-        """Coordinate embedding ``P^t``: position signal + step signal, ``(T, d)``."""
-        step_signal = sinusoidal_positions(self.config.max_steps, self.config.d_model, like)[step]
-        return sinusoidal_positions(T, self.config.d_model, like) + step_signal
+    def _timing(self, step: int, positions: Tensor) -> Tensor:
+        """Coordinate embedding ``P^t``: the position signal ``(T, d)`` + the step signal."""
+        return positions + sinusoidal_positions(self.config.max_steps, self.config.d_model, positions)[step]
 
     def forward(self, src: Tensor, pad_mask: Tensor | None = None) -> tuple[Tensor, ACTInfo]:
         """Args: src ``(B, T)`` ids; pad_mask ``(B, T)`` True for real tokens. Returns logits and :class:`ACTInfo`."""
@@ -85,9 +85,10 @@ class UniversalTransformer(nn.Module):
         B, T = src.shape
         attn_mask = None if pad_mask is None else pad_mask[:, None, None, :]  # (B, 1, 1, T)
         state = self.embed(src) * c.d_model**0.5  # (B, T, d)
+        positions = position_signal(T, c.d_model, state, c.max_positions)  # (T, d): one draw for every step
         if not c.act:
             for t in range(c.max_steps):
-                state = self.block(state + self._timing(t, T, state), attn_mask)
+                state = self.block(state + self._timing(t, positions), attn_mask)
             ones = state.new_ones(B, T)
             weights = torch.zeros(c.max_steps, B, T, dtype=state.dtype, device=state.device)
             weights[-1] = 1.0
@@ -100,7 +101,7 @@ class UniversalTransformer(nn.Module):
         output = torch.zeros_like(state)
         weights = []
         for t in range(c.max_steps):
-            state = state + self._timing(t, T, state)
+            state = state + self._timing(t, positions)
             p = torch.sigmoid(self.halting(state)).squeeze(-1)  # (B, T)
             if t == c.max_steps - 1:
                 halt_now = running  # forced halt at the last step
@@ -139,6 +140,7 @@ class DeepTransformerConfig:
     layers: int = 4
     dropout: float = 0.0
     fused: bool = True
+    max_positions: int = 0  # > 0: randomized positions drawn from 0 .. max_positions-1 (Ruoss et al. 2023)
 
 
 class DeepTransformer(nn.Module):
@@ -157,7 +159,7 @@ class DeepTransformer(nn.Module):
         B, T = src.shape
         attn_mask = None if pad_mask is None else pad_mask[:, None, None, :]
         x = self.embed(src) * self.config.d_model**0.5
-        x = x + sinusoidal_positions(T, self.config.d_model, x)
+        x = x + position_signal(T, self.config.d_model, x, self.config.max_positions)
         for layer in self.layers:
             x = layer(x, attn_mask)
         depth = x.new_full((B, T), float(self.config.layers))
