@@ -62,7 +62,7 @@ class HeadParams(NamedTuple):
         shifts: ``(B, H, 2K+1)`` shift kernels ``s = softmax(.)``.
         gammas: ``(B, H)`` sharpening ``gamma = 1 + softplus(.)``.
         erase: ``(B, H, W)`` erase vectors ``e = sigmoid(.)`` (write heads only, else None).
-        add: ``(B, H, W)`` add vectors ``a = tanh(.)`` (write heads only, else None).
+        add: ``(B, H, W)`` add vectors ``a = tanh(.)``, or the linear output (write heads only, else None).
     """
 
     keys: Tensor
@@ -83,11 +83,17 @@ class NTMHeadParams(nn.Module):
         word_size: memory word size ``W``.
         shift_range: ``K``; kernels have ``2K + 1`` entries.
         write: also emit erase and add vectors.
+        add_activation: ``"tanh"`` (add vectors in ``[-1, 1]``) or ``"linear"`` (unbounded, as in
+            loudinthecloud/pytorch-ntm).
     """
 
-    def __init__(self, input_size: int, num_heads: int, word_size: int, shift_range: int = 1, write: bool = False):
+    def __init__(self, input_size: int, num_heads: int, word_size: int, shift_range: int = 1, write: bool = False,
+                 add_activation: str = "tanh"):
         super().__init__()
+        if add_activation not in ("tanh", "linear"):
+            raise ValueError(f"add_activation must be 'tanh' or 'linear', got {add_activation!r}.")
         self.num_heads, self.word_size, self.write = num_heads, word_size, write
+        self.add_activation = add_activation
         self.shift_size = 2 * shift_range + 1
         self.per_head = word_size + 3 + self.shift_size + (2 * word_size if write else 0)
         self.proj = nn.Linear(input_size, num_heads * self.per_head)
@@ -105,5 +111,5 @@ class NTMHeadParams(nn.Module):
             shifts=torch.softmax(shift, dim=-1),
             gammas=1.0 + F.softplus(gamma.squeeze(-1)),
             erase=torch.sigmoid(parts[5]) if self.write else None,
-            add=torch.tanh(parts[6]) if self.write else None,
+            add=(torch.tanh(parts[6]) if self.add_activation == "tanh" else parts[6]) if self.write else None,
         )

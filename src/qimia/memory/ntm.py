@@ -1,6 +1,6 @@
 """Neural Turing Machine (Graves, Wayne & Danihelka, 2014).
 
-One step at time ``t`` (write before read, as in the DNC)::
+One step at time ``t`` (write before read, as in the DNC; ``read_first=True`` reads ``M_{t-1}`` first)::
 
     h_t           = controller([x_t, r_{t-1}])                       # (B, C)
     w^w_t         = address(M_{t-1}, w^w_{t-1}, params_w(h_t))       # write weightings (B, Hw, N)
@@ -9,8 +9,15 @@ One step at time ``t`` (write before read, as in the DNC)::
     r_t           = w^r_t M_t                                        # (B, Hr, W)
     y_t           = W_y [h_t, r_t]                                   # output logits
 
-Memory starts at a small constant (1e-6, which Collier & Beel, 2018, found trains most
-reliably), weightings start focused on row 0 and the initial reads are learned biases.
+By default memory starts at a small constant (1e-6, which Collier & Beel, 2018, found trains most
+reliably), weightings start focused on row 0, add vectors go through ``tanh`` and the initial reads
+are learned biases. Four options give loudinthecloud/pytorch-ntm's choices instead:
+``memory_init_mode="uniform"`` (a fixed, not learned, buffer drawn once from
+``U(-1/sqrt(N+W), 1/sqrt(N+W))``, the same for every sequence), ``initial_weighting="zero"`` (the
+first weighting comes from content addressing alone; needs the uniform memory, since a constant one
+never breaks the symmetry between rows), ``read_first=True`` (read ``M_{t-1}``, then write) and
+``add_activation="linear"``. None of them, alone, removed the collapse of the copy task under the
+paper's RMSprop recipe in the runs of docs/memory.md, so the defaults are unchanged.
 """
 
 from __future__ import annotations
@@ -42,11 +49,22 @@ class NTMConfig:
     write_heads: int = 1
     shift_range: int = 1  # K: shifts in [-K, K]
     controller_clip: float = 20.0
-    memory_init: float = 1e-6
+    memory_init: float = 1e-6  # the constant of memory_init_mode="constant"
+    memory_init_mode: str = "constant"  # "constant" (memory_init everywhere) | "uniform" (loudinthecloud/pytorch-ntm)
+    initial_weighting: str = "first_row"  # "first_row" (all weight on row 0) | "zero" (pytorch-ntm)
+    read_first: bool = False  # read M_{t-1} before the write (pytorch-ntm) instead of M_t after it
+    add_activation: str = "tanh"  # "tanh" | "linear" (pytorch-ntm) for the write heads' add vectors
 
     def __post_init__(self) -> None:
         check_sizes(self, "input_size", "output_size", "controller_size", "memory_slots", "word_size", "read_heads",
                     "write_heads", "shift_range")
+        for key, allowed in (("memory_init_mode", ("constant", "uniform")),
+                             ("initial_weighting", ("first_row", "zero")), ("add_activation", ("tanh", "linear"))):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"NTM: {key} must be one of {allowed}, got {getattr(self, key)!r}.")
+        if self.initial_weighting == "zero" and self.memory_init_mode == "constant":
+            raise ValueError("NTM: initial_weighting='zero' with a constant memory never breaks the symmetry between "
+                             "rows (every weighting stays uniform); use memory_init_mode='uniform' with it.")
         if 2 * self.shift_range + 1 > self.memory_slots:
             raise ValueError(f"NTM: shifts of up to {self.shift_range} rows need memory_slots >= "
                              f"{2 * self.shift_range + 1}, got {self.memory_slots}.")
@@ -80,19 +98,28 @@ class NTM(RecurrentMemory):
         self.controller = make_controller(
             c.controller, c.input_size + c.read_heads * c.word_size, c.controller_size, c.controller_clip
         )
-        self.write_params = NTMHeadParams(c.controller_size, c.write_heads, c.word_size, c.shift_range, write=True)
+        self.write_params = NTMHeadParams(c.controller_size, c.write_heads, c.word_size, c.shift_range, write=True,
+                                          add_activation=c.add_activation)
         self.read_params = NTMHeadParams(c.controller_size, c.read_heads, c.word_size, c.shift_range)
         self.output = nn.Linear(c.controller_size + c.read_heads * c.word_size, c.output_size)
         self.initial_reads = nn.Parameter(torch.randn(c.read_heads, c.word_size) * 0.01)
+        if c.memory_init_mode == "uniform":  # drawn last, so the parameters match the constant-memory model's
+            bound = 1.0 / (c.memory_slots + c.word_size) ** 0.5
+            self.register_buffer("memory_bias", torch.empty(c.memory_slots, c.word_size).uniform_(-bound, bound))
 
     def initial_state(self, batch_size: int, like: Tensor) -> NTMState:
         """Initial state on ``like``'s device and dtype."""
         c = self.config
         focus = like.new_zeros(batch_size, 1, c.memory_slots)
-        focus[..., 0] = 1.0  # (B, 1, N): all weight on row 0
+        if c.initial_weighting == "first_row":
+            focus[..., 0] = 1.0  # (B, 1, N): all weight on row 0
+        if c.memory_init_mode == "uniform":
+            memory = self.memory_bias.to(like).expand(batch_size, -1, -1)
+        else:
+            memory = like.new_full((batch_size, c.memory_slots, c.word_size), c.memory_init)
         return NTMState(
             controller=self.controller.initial_state(batch_size, like),
-            memory=like.new_full((batch_size, c.memory_slots, c.word_size), c.memory_init),
+            memory=memory,
             read_weights=focus.expand(-1, c.read_heads, -1).clone(),
             write_weights=focus.expand(-1, c.write_heads, -1).clone(),
             reads=self.initial_reads.to(like).expand(batch_size, -1, -1),
@@ -103,11 +130,15 @@ class NTM(RecurrentMemory):
         batch = x.shape[0]
         h, ctrl = self.controller(torch.cat([x, state.reads.reshape(batch, -1)], dim=-1), state.controller)
         wp = self.write_params(h)
+        rp = self.read_params(h)
+        if self.config.read_first:
+            read_w = ntm_address(state.memory, state.read_weights, rp.keys, rp.strengths, rp.gates, rp.shifts, rp.gammas)
+            reads = read_memory(state.memory, read_w)
         write_w = ntm_address(state.memory, state.write_weights, wp.keys, wp.strengths, wp.gates, wp.shifts, wp.gammas)
         memory = write_memory(state.memory, write_w, wp.erase, wp.add)
-        rp = self.read_params(h)
-        read_w = ntm_address(memory, state.read_weights, rp.keys, rp.strengths, rp.gates, rp.shifts, rp.gammas)
-        reads = read_memory(memory, read_w)  # (B, Hr, W)
+        if not self.config.read_first:
+            read_w = ntm_address(memory, state.read_weights, rp.keys, rp.strengths, rp.gates, rp.shifts, rp.gammas)
+            reads = read_memory(memory, read_w)  # (B, Hr, W)
         y = self.output(torch.cat([h, reads.reshape(batch, -1)], dim=-1))
         return y, NTMState(ctrl, memory, read_w, write_w, reads)
 
