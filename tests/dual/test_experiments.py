@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import pickle
 import re
 from pathlib import Path
@@ -56,7 +57,8 @@ def one_batch(tmp_path_factory, data) -> dict[str, Path]:
         "lm": ["corpus=text_file", f"corpus.path={data['corpus']}", "trainer.max_steps=1", "data.seq_len=8",
                "data.batch_size=2", "model.hidden=8", "model.embed=4", "analysis.prompts=[the d]",
                "record.keep_stores=true"],
-        "lm_word": ["tokens=word", "corpus=text_file", f"corpus.path={data['corpus']}", "trainer.max_steps=2",
+        "lm_word": ["tokens=word", "corpus=text_file", f"corpus.path={data['corpus']}", "corpus.val_fraction=0.07",
+                    "trainer.max_steps=2",  # (0.07: the two held-out splits differ in characters per word)
                     "data.seq_len=6", "data.batch_size=2", "model.hidden=8", "model.embed=4", "data.vocab_size=8",
                     "analysis.prompts=[the cat sat]", "analysis.test_queries=2", "analysis.query_len=5",
                     "record.keep_stores=true", "record.dtype=float32"],  # the preset stores fp16
@@ -175,10 +177,11 @@ def test_word_lm_on_nn_lstm_is_recorded_exactly_and_explains_test_queries(one_ba
         assert helpers.rel_err(b, params[spec.bias.removeprefix("net.")]) <= 1e-5, name
     assert [p["kind"] for p in report["prompts"]] == ["prompt", "test query", "test query"]
     assert all(len(p["prompt"].split()) == 5 for p in report["prompts"][1:])        # query_len words each
-    for split in ("val", "test"):
+    for split in ("val", "test"):  # each split's bpc from its own characters per token
         held = report["held_out"][split]
         assert held["ppl"] > 1 and held["bigram_ppl"] > 1 and held["tokens"] > 0
-    tokens = len(WordTokenizer.PATTERN.findall(CORPUS[: int(len(CORPUS) * 0.9)]))
+        assert held["bpc"] == pytest.approx(math.log2(held["ppl"]) * held["tokens"] / held["chars"], rel=1e-4)
+    tokens = len(WordTokenizer.PATTERN.findall(CORPUS[: len(CORPUS) - int(len(CORPUS) * 0.07) - int(len(CORPUS) * 0.05)]))
     top = report["prompts"][0]["layers"]["lstm.hh_l0"]["contribution"]["top"]
     assert report["corpus_tokens"] == tokens and all(0 <= t["corpus_pos"] < tokens and "[" in t["context"] for t in top)
     assert "| test |" in (run / "report.md").read_text()

@@ -148,8 +148,8 @@ def run(cfg: DictConfig, out: Path) -> dict:
                                          sampler=EpochSeededSampler(dataset, cfg.seed), num_workers=cfg.data.num_workers)
     cfg.model.vocab = tokenizer.vocab_size  # the saved config.yaml rebuilds the network (load_net)
     seed_run(cfg)
-    module = RecordedLanguageModelModule(instantiate(cfg.model), chars_per_token=len(corpus.test) / len(held_out["test"]),
-                                         optimizer=optimizer_factory(cfg), scheduler=scheduler_factory(cfg))
+    module = RecordedLanguageModelModule(instantiate(cfg.model), optimizer=optimizer_factory(cfg),
+                                         scheduler=scheduler_factory(cfg))
     store_path = Path(cfg.record.store_dir) if cfg.record.store_dir else out / "store"
     history = MetricHistory()
     trainer, store = train_recorded(cfg, module, out, store_path, language_model_batch_meta, loader,
@@ -158,10 +158,11 @@ def run(cfg: DictConfig, out: Path) -> dict:
     scores = {}
     for split, stream in held_out.items():
         windows = torch.utils.data.DataLoader(TokenWindows(stream, cfg.data.seq_len), batch_size=cfg.data.batch_size)
+        module.chars_per_token = len(getattr(corpus, split)) / len(stream)  # each split's own, for its bpc
         metrics = test(trainer, module, dataloaders=windows)
         bigram_bits = ngram_bpc(tuple(tokens.tolist()), tuple(stream.tolist()))   # bits per token
         scores[split] = {"ppl": metrics["test/ppl"], "bpc": metrics["test/bpc"], "tokens": len(stream),
-                         "bigram_ppl": 2.0 ** bigram_bits}
+                         "chars": len(getattr(corpus, split)), "bigram_ppl": 2.0 ** bigram_bits}
     report = {"command": command_line(), "config": OmegaConf.to_container(cfg, resolve=True),
               "setup": {"corpus": source.__class__.__name__, "tokens": cfg.data.tokens,
                         "model": cfg.model._target_.rsplit(".", 1)[-1], "embed": cfg.model.embed,
