@@ -311,7 +311,7 @@ class TextDataModule(SplitDataModule):
         if tokenizer not in TOKENIZERS:
             raise ValueError(f"tokenizer must be one of {list(TOKENIZERS)}, got {tokenizer!r}.")
         self.source, self.tokenizer_kind = source, tokenizer
-        self.bpe_vocab_size, self.block_size = vocab_size, block_size
+        self.max_vocab_size, self.block_size = vocab_size, block_size
         self.tokenizer: Tokenizer | None = None
         self.chars_per_token = 1.0
 
@@ -332,7 +332,7 @@ class TextDataModule(SplitDataModule):
         if self.tokenizer is not None:
             return
         corpus = self.source.load()
-        self.tokenizer = make_tokenizer(self.tokenizer_kind, corpus.train, self.bpe_vocab_size)
+        self.tokenizer = make_tokenizer(self.tokenizer_kind, corpus.train, self.max_vocab_size)
         streams = [self.tokenizer.encode(text) for text in (corpus.train, corpus.val, corpus.test)]
         self.train_set, self.val_set, self.test_set = (TokenWindows(s, self.block_size) for s in streams)
         self.chars_per_token = len(corpus.test) / len(streams[2])
