@@ -15,7 +15,7 @@ for kv in sys.argv[5:]:
     else: opts[k] = float(v)
 task = make_task("copy")
 net = create_memory_model("ntm", input_size=task.input_size, output_size=task.output_size, **model_kw)
-s = torch.load(ck, weights_only=False); net.load_state_dict(s["net"], strict=False); start = s["step"]
+s = torch.load(ck, weights_only=True); net.load_state_dict(s["net"], strict=False); start = s["step"]
 opt = torch.optim.RMSprop(parameter_groups(net), lr=1e-4, alpha=0.95, eps=1e-8, weight_decay=0.0, momentum=0.9)
 opt.load_state_dict(s["opt"])
 for g in opt.param_groups: g["lr"], g["momentum"] = opts["lr"], opts["momentum"]

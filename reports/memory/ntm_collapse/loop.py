@@ -34,14 +34,14 @@ for kv in args.model:
     k, v = kv.split("=")
     try:
         v = json.loads(v)
-    except Exception:
+    except json.JSONDecodeError:  # a bare word (e.g. uniform) stays a string
         pass
     kw[k] = v
 net = create_memory_model("ntm", input_size=task.input_size, output_size=task.output_size, **kw)
 opt = torch.optim.RMSprop(parameter_groups(net), lr=1e-4, alpha=0.95, eps=1e-8, weight_decay=0.0, momentum=0.9)
 start = 0
 if args.resume:
-    ck = torch.load(args.resume, weights_only=False)
+    ck = torch.load(args.resume, weights_only=True)
     net.load_state_dict(ck["net"]); opt.load_state_dict(ck["opt"]); start = ck["step"]
 train = TrainingBatches(task, 1, args.seed)
 val = EvaluationBatches(task, task.lengths, 32, args.seed, "val")

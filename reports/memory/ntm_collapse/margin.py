@@ -11,7 +11,7 @@ ck, seed, until, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sy
 task = make_task("copy")
 net = create_memory_model("ntm", input_size=task.input_size, output_size=task.output_size)
 opt = torch.optim.RMSprop(parameter_groups(net), lr=1e-4, alpha=0.95, eps=1e-8, weight_decay=0.0, momentum=0.9)
-s = torch.load(ck, weights_only=False); net.load_state_dict(s["net"]); opt.load_state_dict(s["opt"]); start = s["step"]
+s = torch.load(ck, weights_only=True); net.load_state_dict(s["net"]); opt.load_state_dict(s["opt"]); start = s["step"]
 tr = TrainingBatches(task, 1, seed); ev = EvaluationBatches(task, list(range(10, 21)), 8, seed, "val")
 rec = []
 orig = net.read_params.forward

@@ -18,7 +18,7 @@ kw = {x.split("=", 1)[0]: json.loads(x.split("=", 1)[1]) for x in sys.argv[4:]}
 task = make_task("copy")
 net = create_memory_model("ntm", input_size=task.input_size, output_size=task.output_size, **kw)
 opt = torch.optim.RMSprop(parameter_groups(net), lr=1e-4, alpha=0.95, eps=1e-8, weight_decay=0.0, momentum=0.9)
-s = torch.load(ck, weights_only=False)
+s = torch.load(ck, weights_only=True)
 net.load_state_dict(s["net"]); opt.load_state_dict(s["opt"]); start = s["step"]
 train = TrainingBatches(task, 1, seed)
 for step in range(start, target):
