@@ -131,14 +131,11 @@ class NTM(RecurrentMemory):
         h, ctrl = self.controller(torch.cat([x, state.reads.reshape(batch, -1)], dim=-1), state.controller)
         wp = self.write_params(h)
         rp = self.read_params(h)
-        if self.config.read_first:
-            read_w = ntm_address(state.memory, state.read_weights, rp.keys, rp.strengths, rp.gates, rp.shifts, rp.gammas)
-            reads = read_memory(state.memory, read_w)
         write_w = ntm_address(state.memory, state.write_weights, wp.keys, wp.strengths, wp.gates, wp.shifts, wp.gammas)
         memory = write_memory(state.memory, write_w, wp.erase, wp.add)
-        if not self.config.read_first:
-            read_w = ntm_address(memory, state.read_weights, rp.keys, rp.strengths, rp.gates, rp.shifts, rp.gammas)
-            reads = read_memory(memory, read_w)  # (B, Hr, W)
+        read_from = state.memory if self.config.read_first else memory              # M_{t-1} or M_t
+        read_w = ntm_address(read_from, state.read_weights, rp.keys, rp.strengths, rp.gates, rp.shifts, rp.gammas)
+        reads = read_memory(read_from, read_w)                                       # (B, Hr, W)
         y = self.output(torch.cat([h, reads.reshape(batch, -1)], dim=-1))
         return y, NTMState(ctrl, memory, read_w, write_w, reads)
 
