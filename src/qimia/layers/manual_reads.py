@@ -84,12 +84,12 @@ class SampleSlots(ManualMemory):
         with torch.autocast(self.values.device.type, enabled=False):  # B keys: fp32 costs nothing here
             key = (self._features(slot) @ weight.float().t()).view(self.batch, self.heads, -1)  # (B, H, d_k)
             self._keys[slot] = key = key.transpose(0, 1)  # (H, B, d_k)
-            return torch.bmm(key, queries.float().permute(1, 2, 0)).permute(2, 1, 0)  # (H, B, R_i) -> (R_i, B, H)
+            return torch.bmm(key.contiguous(), queries.float().permute(1, 2, 0).contiguous()).permute(2, 1, 0)  # (H, B, R_i) -> (R_i, B, H)
 
     def key_backward(self, slot: int, weight: Tensor, queries: Tensor, logit_grads: Tensor) -> tuple[Tensor, ...]:
         queries = queries.float().transpose(0, 1)  # (H, R_i, d_k)
-        key_grad = torch.bmm(logit_grads.permute(2, 1, 0), queries)  # (H, B, d_k)
-        query_grad = torch.bmm(logit_grads.permute(2, 0, 1), self._keys[slot]).transpose(0, 1)  # (R_i, H, d_k)
+        key_grad = torch.bmm(logit_grads.permute(2, 1, 0).contiguous(), queries.contiguous())  # (H, B, d_k)
+        query_grad = torch.bmm(logit_grads.permute(2, 0, 1).contiguous(), self._keys[slot].contiguous()).transpose(0, 1)  # (R_i, H, d_k)
         key_grad = key_grad.transpose(0, 1).reshape(self.batch, -1)  # (B, H * d_k)
         weight_grad = key_grad.t() @ self._features(slot)  # (H * d_k, D)
         return key_grad @ weight.float(), weight_grad.to(weight.dtype), query_grad
@@ -105,7 +105,7 @@ class SampleSlots(ManualMemory):
         return grouped
 
     def mix(self, weights: Tensor, count: int) -> Tensor:
-        w = weights.flatten(1).t().unsqueeze(1).to(self.values.dtype)  # (B*H, 1, c)
+        w = weights.flatten(1).t().contiguous().unsqueeze(1).to(self.values.dtype)  # (B*H, 1, c)
         mixed = torch.bmm(w, self.values[:, :count])  # (B*H, 1, F)
         return self.layout.from_layer(mixed.view(self.batch, self.heads, *self.item_shape), self.native_ndim)
 
@@ -113,14 +113,14 @@ class SampleSlots(ManualMemory):
         return self.layout.to_layer(grad).reshape(self.batch * self.heads, 1, -1)  # (B*H, 1, F)
 
     def mix_old(self, weights: Tensor, old: int) -> Tensor:
-        w = weights.flatten(2).permute(2, 0, 1).to(self.values.dtype)  # (B*H, n, old)
+        w = weights.flatten(2).permute(2, 0, 1).contiguous().to(self.values.dtype)  # (B*H, n, old)
         return torch.bmm(w, self.values[:, :old])  # (B*H, n, F)
 
     def mix_new(self, partial: Tensor, j: int, alpha: Tensor | None, weights: Tensor | None, old: int,
                 count: int) -> Tensor:
         mixed = partial[:, j : j + 1]  # (B*H, 1, F)
         if alpha is not None:
-            w = weights.flatten(1).t().unsqueeze(1).to(self.values.dtype)  # (B*H, 1, k)
+            w = weights.flatten(1).t().contiguous().unsqueeze(1).to(self.values.dtype)  # (B*H, 1, k)
             new = torch.bmm(w, self.values[:, old:count])  # (B*H, 1, F)
             mixed = new.addcmul_(mixed, alpha.view(-1, 1, 1).to(mixed.dtype))
         return self.layout.from_layer(mixed.view(self.batch, self.heads, *self.item_shape), self.native_ndim)
