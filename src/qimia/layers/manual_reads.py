@@ -83,13 +83,15 @@ class SampleSlots(ManualMemory):
     def key_logits(self, slot: int, weight: Tensor, queries: Tensor) -> Tensor:
         with torch.autocast(self.values.device.type, enabled=False):  # B keys: fp32 costs nothing here
             key = (self._features(slot) @ weight.float().t()).view(self.batch, self.heads, -1)  # (B, H, d_k)
-            self._keys[slot] = key = key.transpose(0, 1)  # (H, B, d_k)
-            return torch.bmm(key.contiguous(), queries.float().permute(1, 2, 0).contiguous()).permute(2, 1, 0)  # (H, B, R_i) -> (R_i, B, H)
+            self._keys[slot] = key = key.transpose(0, 1).contiguous()  # (H, B, d_k), also for key_backward
+            readers = queries.float().permute(1, 2, 0).contiguous()  # (H, d_k, R_i)
+            return torch.bmm(key, readers).permute(2, 1, 0)  # (H, B, R_i) -> (R_i, B, H)
 
     def key_backward(self, slot: int, weight: Tensor, queries: Tensor, logit_grads: Tensor) -> tuple[Tensor, ...]:
         queries = queries.float().transpose(0, 1)  # (H, R_i, d_k)
         key_grad = torch.bmm(logit_grads.permute(2, 1, 0).contiguous(), queries.contiguous())  # (H, B, d_k)
-        query_grad = torch.bmm(logit_grads.permute(2, 0, 1).contiguous(), self._keys[slot].contiguous()).transpose(0, 1)  # (R_i, H, d_k)
+        per_head = logit_grads.permute(2, 0, 1).contiguous()  # (H, R_i, B)
+        query_grad = torch.bmm(per_head, self._keys[slot]).transpose(0, 1)  # (R_i, H, d_k)
         key_grad = key_grad.transpose(0, 1).reshape(self.batch, -1)  # (B, H * d_k)
         weight_grad = key_grad.t() @ self._features(slot)  # (H * d_k, D)
         return key_grad @ weight.float(), weight_grad.to(weight.dtype), query_grad
