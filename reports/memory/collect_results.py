@@ -8,9 +8,13 @@ holds the ``results.json`` that ``qimia memory`` writes. For each run found:
 
 * ``summary.json[<run>]``: parameters, steps, sequences, the final evaluation at the training
   lengths, the best one, the test metrics at the generalisation lengths and the fit time; plus
-  ``copy_lstm_seeds``: mean and sample std over the LSTM copy seeds;
+  ``<family>_seeds`` (``copy_lstm``, ``copy_ntm``, ``repeat_copy_dnc``,
+  ``recall_dnc_10k``): mean and sample std over the
+  family's seeds, and for ``copy_ntm`` the seeds that meet the copy bar (:func:`copy_converged`);
 * ``curves.json[<run>]``: the evaluation curve behind every "at N sequences" number in
-  ``docs/memory.md`` (step, sequences, bits and wrong bits per sequence).
+  ``docs/memory.md`` (step, sequences, bits and wrong bits per sequence, and the wrong bits at each
+  generalisation length as ``len<N>``);
+* ``copy_ntm_seeds.png``: the NTM copy seeds' evaluation curves, one panel per length.
 
 Entries of runs that are not found are kept as they are, and so are the entries of other commands
 (``ut_reverse``, ``ram_mnist``, ``jacobian``: see docs/attention.md).
@@ -19,20 +23,31 @@ Entries of runs that are not found are kept as they are, and so are the entries 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import statistics
 from pathlib import Path
 
 RUNS, DEST = Path("outputs/memory/reproduce"), Path("reports/memory")
 FIGURES = {  # run folder -> figures to keep (as reports/memory/<run>_<figure>)
-    "copy_ntm_s0": ["curve.png", "weightings.png", "weightings_len40.png", "weightings_len80.png"],
+    # the NTM paper's recipe (experiment=ntm_paper), five seeds
+    "copy_ntm_s0": ["curve.png", "weightings.png", "weightings_len80.png"],
+    **{f"copy_ntm_s{seed}": ["curve.png"] for seed in range(1, 5)},
+    "copy_ntm_adam_s0": ["curve.png", "weightings.png", "weightings_len40.png", "weightings_len80.png"],
     "copy_lstm_s0": ["curve.png"],
     "copy_lstm_s1": [],
     "copy_lstm_s2": [],
     "copy_dnc_s0": ["curve.png", "weightings.png"],
     "recall_dnc_s0": ["curve.png", "weightings.png"],
     "recall_lstm_s0": ["curve.png"],
+    # google-deepmind/dnc's training demo (experiment=dnc_repeat_copy), three seeds
+    "repeat_copy_dnc_s0": ["curve.png", "weightings.png"],
+    **{f"repeat_copy_dnc_s{seed}": ["curve.png"] for seed in range(1, 3)},
+    # the DNC on associative recall for 10,000 steps (experiment=dnc_recall), three seeds
+    "recall_dnc_10k_s0": ["curve.png", "weightings.png"],
+    **{f"recall_dnc_10k_s{seed}": ["curve.png"] for seed in range(1, 3)},
 }
+SEED_FAMILIES = ("copy_lstm", "copy_ntm", "repeat_copy_dnc", "recall_dnc_10k")  # summary[<family>_seeds] over <family>_s<seed>
 
 
 def _round(value: object, digits: int = 5) -> object:
@@ -51,9 +66,18 @@ def _mean_std(values: list[float]) -> dict:
             "n": len(values), "values": values}
 
 
-def lstm_seed_stats(summary: dict, prefix: str = "copy_lstm_s") -> dict | None:
-    """Mean and sample std of the final eval and generalisation over the LSTM copy seeds."""
-    names = sorted(k for k, v in summary.items() if k.startswith(prefix) and v.get("final_eval"))
+def copy_converged(entry: dict) -> bool:
+    """The copy bar of the NTM paper's result: at most 0.1 wrong bits per sequence at the end of
+    training at the training lengths (1-20) and none on the test sequences of lengths 40 and 80."""
+    generalisation = entry.get("generalisation") or {}
+    return (entry["final_eval"]["wrong_bits"] <= 0.1 and {"40", "80"} <= set(generalisation)
+            and all(generalisation[n]["wrong_bits"] == 0 for n in ("40", "80")))
+
+
+def seed_stats(summary: dict, family: str) -> dict | None:
+    """Mean and sample std of the final eval and generalisation over the runs ``<family>_s<seed>``."""
+    pattern = re.compile(rf"{re.escape(family)}_s\d+")
+    names = sorted(k for k, v in summary.items() if pattern.fullmatch(k) and v.get("final_eval"))
     if not names:
         return None
     runs = [summary[k] for k in names]
@@ -62,12 +86,45 @@ def lstm_seed_stats(summary: dict, prefix: str = "copy_lstm_s") -> dict | None:
         stats[f"final_{key}"] = _mean_std([r["final_eval"][key] for r in runs])
     for length in runs[0].get("generalisation") or {}:
         stats[f"wrong_bits_len{length}"] = _mean_std([r["generalisation"][length]["wrong_bits"] for r in runs])
+    if family.startswith("copy_"):
+        stats["converged"] = [k for k in names if copy_converged(summary[k])]
     return stats
+
+
+def plot_seed_curves(curves: dict, family: str, path: Path) -> bool:
+    """One panel per evaluated length: each seed's wrong bits per sequence against training steps
+    (symmetric-log axis, so that 0 is on it). False when no run of the family has a curve."""
+    runs = sorted(k for k in curves if re.fullmatch(rf"{re.escape(family)}_s\d+", k) and curves[k]["eval"])
+    if not runs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ["wrong_bits", *sorted({k for r in runs for k in curves[r]["eval"][0] if k.startswith("len")},
+                                  key=lambda k: int(k[3:]))]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), sharex=True, squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for run in runs:
+            points = [p for p in curves[run]["eval"] if key in p]
+            ax.plot([p["step"] for p in points], [p[key] for p in points], label=run, linewidth=1)
+        ax.set_yscale("symlog", linthresh=0.1)
+        ax.set_title("training lengths" if key == "wrong_bits" else f"length {key[3:]}")
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("wrong bits per sequence")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def summarise(results: dict) -> tuple[dict, dict]:
     """One run's ``results.json`` -> its summary entry and its curve entry."""
-    curve = [{k: p[k] for k in ("step", "sequences", "bits", "wrong_bits")} for p in results["curve"]]
+    curve = [{**{k: p[k] for k in ("step", "sequences", "bits", "wrong_bits")},
+              **{k: v["wrong_bits"] for k, v in p.items() if k.startswith("len")}} for p in results["curve"]]
     test = results["test"]
     generalisation = {key.removeprefix("len"): value for key, value in test.items() if key.startswith("len")}
     summary = {"parameters": results["parameters"], "steps": results["steps"], "sequences": results["sequences"],
@@ -98,9 +155,11 @@ def main() -> None:
                 shutil.copy(src / figure, DEST / f"{run}_{figure}")
     if not found:  # never overwrite the committed results with nothing
         raise SystemExit(f"no runs found under {RUNS}/; run reports/memory/reproduce.sh first (nothing written)")
-    stats = lstm_seed_stats(summary)
-    if stats:
-        summary["copy_lstm_seeds"] = stats
+    for family in SEED_FAMILIES:
+        stats = seed_stats(summary, family)
+        if stats:
+            summary[f"{family}_seeds"] = stats
+    plot_seed_curves(curves, "copy_ntm", DEST / "copy_ntm_seeds.png")
     (DEST / "summary.json").write_text(json.dumps(summary, indent=1))
     (DEST / "curves.json").write_text(json.dumps(_round(curves), indent=1))
     print(f"updated {', '.join(found)} in {DEST}/summary.json and curves.json")

@@ -13,9 +13,16 @@ OUT=outputs/memory/reproduce
 COMMON="threads=1 trainer.enable_progress_bar=false"
 NTM_STEPS=${NTM_STEPS:-5000}
 
-# 1. NTM (LSTM controller, 128 x 20 memory, 1 read + 1 write head) on copy, lengths 1-20; also lengths 40 and 80
+# 0. NTM on copy under the paper's recipe (experiment=ntm_paper: RMSprop lr 1e-4, momentum 0.9, batch 1,
+#    gradient components clamped to +-10), five seeds of 20,000 sequences, tested at lengths 40 and 80
+for s in 0 1 2 3 4; do
+  $Q experiment=ntm_paper seed=$s trainer.max_steps=${NTM_PAPER_STEPS:-20000} 'data.eval_lengths=[40,80]' $COMMON \
+     hydra.run.dir=$OUT/copy_ntm_s$s
+done
+# 1. NTM (LSTM controller, 128 x 20 memory, 1 read + 1 write head) on copy, lengths 1-20, under Adam; also lengths
+#    40 and 80
 $Q model=ntm task=copy trainer.max_steps=$NTM_STEPS data.batches_per_epoch=500 'data.eval_lengths=[40,80]' $COMMON \
-   hydra.run.dir=$OUT/copy_ntm_s0 ${NTM_RESUME:+ckpt_path=last}
+   hydra.run.dir=$OUT/copy_ntm_adam_s0 ${NTM_RESUME:+ckpt_path=last}
 # 2. the parameter-matched LSTM baseline (hidden 119: 62.8k vs the NTM's 62.7k parameters): same data,
 #    optimizer and steps; three seeds
 for s in 0 1 2; do
@@ -29,5 +36,15 @@ $Q model=dnc task=copy model.memory_slots=64 model.read_heads=1 trainer.max_step
 $Q model=dnc task=associative_recall model.memory_slots=32 model.read_heads=1 trainer.max_steps=${RECALL_STEPS:-1500} \
    $COMMON hydra.run.dir=$OUT/recall_dnc_s0
 $Q model=lstm task=associative_recall trainer.max_steps=${RECALL_STEPS:-1500} $COMMON hydra.run.dir=$OUT/recall_lstm_s0
+# 4b. DNC on repeat copy as in google-deepmind/dnc's training demo (experiment=dnc_repeat_copy), three seeds;
+#     also tested on patterns of 4 vectors (trained on 1-2)
+for s in 0 1 2; do
+  $Q experiment=dnc_repeat_copy seed=$s 'data.eval_lengths=[4]' $COMMON hydra.run.dir=$OUT/repeat_copy_dnc_s$s
+done
+# 4c. DNC (LSTM 100, memory 32 x 20, 2 read heads) on associative recall for 10,000 steps (experiment=dnc_recall),
+#     three seeds; also tested on 12 items (trained on 2-6)
+for s in 0 1 2; do
+  $Q experiment=dnc_recall seed=$s 'data.eval_lengths=[12]' $COMMON hydra.run.dir=$OUT/recall_dnc_10k_s$s
+done
 # 5. throughput benchmark (writes benchmarks/results/memory_throughput.{json,md})
 nice -n 10 python benchmarks/memory_throughput.py

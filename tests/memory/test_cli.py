@@ -73,8 +73,9 @@ def test_every_model_and_task_trains_one_batch(tmp_path, model, task):
 
 @pytest.mark.parametrize("experiment", group_options("experiment", "memory"))
 def test_every_experiment_config_trains_one_batch(tmp_path, experiment):
-    results = run(tmp_path, *tiny("ntm", "copy", f"experiment={experiment}", "trainer.max_steps=1",
-                                  "data.batch_size=1"))
+    chosen = compose("memory/train", [f"experiment={experiment}"])  # an experiment may pick its model and task
+    results = run(tmp_path, f"experiment={experiment}", *FAST, *TINY_MODEL[chosen.model.name],
+                  *TINY_TASK[chosen.task.name], "trainer.max_steps=1", "data.batch_size=1")
     assert results["steps"] == 1
 
 

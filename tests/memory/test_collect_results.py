@@ -43,27 +43,59 @@ def test_collect_writes_eval_curves_and_seed_stats_and_keeps_other_entries(tmp_p
         d.mkdir(parents=True)
         (d / "results.json").write_text(json.dumps(fake_results([30.0, final], {40: {"bits": 1.0,
                                                                                     "wrong_bits": 100.0 + seed}})))
-    (runs / "copy_ntm_s0").mkdir()
-    (runs / "copy_ntm_s0" / "results.json").write_text(json.dumps(fake_results([26.4, 2.3, 33.0, 0.0921875, 0.0])))
-    (runs / "copy_ntm_s0" / "curve.png").write_bytes(b"png")
+    (runs / "copy_ntm_adam_s0").mkdir()
+    (runs / "copy_ntm_adam_s0" / "results.json").write_text(json.dumps(fake_results([26.4, 2.3, 33.0, 0.0921875, 0.0])))
+    (runs / "copy_ntm_adam_s0" / "curve.png").write_bytes(b"png")
     mod.main()
-    assert "copy_ntm_s0" in capsys.readouterr().out
+    assert "copy_ntm_adam_s0" in capsys.readouterr().out
     curves = json.loads((dest / "curves.json").read_text())
-    ntm = curves["copy_ntm_s0"]["eval"]
+    ntm = curves["copy_ntm_adam_s0"]["eval"]
     assert [e["sequences"] for e in ntm] == [160, 320, 480, 640, 800]
     assert [e["wrong_bits"] for e in ntm] == [26.4, 2.3, 33.0, 0.092188, 0.0]  # rounded to 5 significant digits
     assert set(ntm[0]) == {"step", "sequences", "bits", "wrong_bits"}
     assert curves["ram_mnist"] == {"curve": [1]}  # another command's curve is kept
     summary = json.loads((dest / "summary.json").read_text())
     assert summary["ut_reverse"] == {"kept": 1} and summary["copy_dnc_s0"] == {"old": 1}  # runs not found: kept
-    assert summary["copy_ntm_s0"]["final_eval"]["wrong_bits"] == 0.0
-    assert summary["copy_ntm_s0"]["best_eval_wrong_bits"] == 0.0 and summary["copy_ntm_s0"]["test"]["wrong_bits"] == 0.5
+    assert summary["copy_ntm_adam_s0"]["final_eval"]["wrong_bits"] == 0.0
+    assert summary["copy_ntm_adam_s0"]["best_eval_wrong_bits"] == 0.0 and summary["copy_ntm_adam_s0"]["test"]["wrong_bits"] == 0.5
     assert summary["copy_lstm_s1"]["generalisation"] == {"40": {"bits": 1.0, "wrong_bits": 101.0}}
     stats = summary["copy_lstm_seeds"]
     assert stats["final_wrong_bits"]["mean"] == pytest.approx(21.0)
     assert stats["final_wrong_bits"]["std"] == pytest.approx(1.0)  # sample std
     assert stats["wrong_bits_len40"]["values"] == [100.0, 101.0, 102.0]
-    assert (dest / "copy_ntm_s0_curve.png").read_bytes() == b"png"
+    assert (dest / "copy_ntm_adam_s0_curve.png").read_bytes() == b"png"
+
+
+def test_ntm_seeds_are_summarised_with_the_copy_bar_and_plotted(tmp_path, monkeypatch):
+    mod = load_script()
+    runs, dest = tmp_path / "runs", tmp_path / "reports"
+    dest.mkdir()
+    monkeypatch.setattr(mod, "RUNS", runs)
+    monkeypatch.setattr(mod, "DEST", dest)
+    finals = {0: (0.0, 0.0), 1: (0.05, 0.0), 2: (0.0, 0.25), 3: (0.5, 0.0)}  # seed -> (lengths 1-20, length 80)
+    for seed, (final, len80) in finals.items():
+        (runs / f"copy_ntm_s{seed}").mkdir(parents=True)
+        results = fake_results([30.0, final], {40: {"bits": 1.0, "wrong_bits": 0.0},
+                                               80: {"bits": 2.0, "wrong_bits": len80}})
+        (runs / f"copy_ntm_s{seed}" / "results.json").write_text(json.dumps(results))
+    mod.main()
+    summary = json.loads((dest / "summary.json").read_text())
+    stats = summary["copy_ntm_seeds"]
+    assert stats["runs"] == [f"copy_ntm_s{seed}" for seed in range(4)]
+    assert stats["converged"] == ["copy_ntm_s0", "copy_ntm_s1"]  # s2 misses at length 80, s3 at lengths 1-20
+    assert stats["wrong_bits_len80"]["values"] == [0.0, 0.0, 0.25, 0.0]
+    assert "copy_lstm_seeds" not in summary and "repeat_copy_dnc_seeds" not in summary
+    curve = json.loads((dest / "curves.json").read_text())["copy_ntm_s2"]["eval"]
+    assert curve[-1] == {"step": 20, "sequences": 320, "bits": 1.0, "wrong_bits": 0.0, "len40": 0.0, "len80": 0.25}
+    assert (dest / "copy_ntm_seeds.png").stat().st_size > 1000
+
+
+def test_copy_bar_needs_both_generalisation_lengths():
+    mod = load_script()
+    entry = {"final_eval": {"wrong_bits": 0.0}, "generalisation": {"40": {"wrong_bits": 0.0}}}
+    assert not mod.copy_converged(entry)  # length 80 was not tested
+    entry["generalisation"]["80"] = {"wrong_bits": 0.0}
+    assert mod.copy_converged(entry)
 
 
 def test_collect_without_runs_keeps_existing_results(tmp_path, monkeypatch):
@@ -87,12 +119,12 @@ def test_curve_numbers_quoted_in_docs_are_in_curves_json():
         return point["wrong_bits"]
 
     quoted = {  # docs/memory.md text -> the value in curves.json it stands for
-        "(0.092)": round(wrong_at("copy_ntm_s0", 48_000), 3),
-        "2.27 at 24k": round(wrong_at("copy_ntm_s0", 24_000), 2),
-        "17.0 at 32k": round(wrong_at("copy_ntm_s0", 32_000), 1),
-        "33.4 at 40k": round(wrong_at("copy_ntm_s0", 40_000), 1),
+        "(0.092)": round(wrong_at("copy_ntm_adam_s0", 48_000), 3),
+        "2.27 at 24k": round(wrong_at("copy_ntm_adam_s0", 24_000), 2),
+        "17.0 at 32k": round(wrong_at("copy_ntm_adam_s0", 32_000), 1),
+        "33.4 at 40k": round(wrong_at("copy_ntm_adam_s0", 40_000), 1),
         "0.028 wrong bits at 16k": round(wrong_at("copy_dnc_s0", 16_000), 3),
-        "the NTM's 2.85": round(wrong_at("copy_ntm_s0", 16_000), 2),
+        "the NTM's 2.85": round(wrong_at("copy_ntm_adam_s0", 16_000), 2),
         "8.19 wrong bits at 4k": round(wrong_at("recall_dnc_s0", 4_000), 2),
         "6.225 at 24k": round(wrong_at("recall_dnc_s0", 24_000), 3),
     }
@@ -100,4 +132,4 @@ def test_curve_numbers_quoted_in_docs_are_in_curves_json():
         assert text in docs, f"docs/memory.md no longer says {text!r}"
         number = float(text.strip("()").replace("the NTM's ", "").split()[0])
         assert number == value, f"docs say {text!r} but curves.json has {value}"
-    assert all(e["wrong_bits"] == 0 for e in curves["copy_ntm_s0"]["eval"] if e["sequences"] >= 56_000)
+    assert all(e["wrong_bits"] == 0 for e in curves["copy_ntm_adam_s0"]["eval"] if e["sequences"] >= 56_000)
