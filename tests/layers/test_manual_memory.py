@@ -207,6 +207,29 @@ def test_a_loss_on_one_slot_only_gets_that_slots_gradient(granularity):
             torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("config", [{"granularity": "layer", "heads": 1}, {"granularity": "component", "heads": 2}])
+def test_the_gradient_pool_lends_one_buffer_across_steps_and_no_gradient_aliases_it(config):
+    """dV goes back to the pool at the end of a pass and the next pass takes it; slot gradients that
+    would be views of it (one head layer-wise, and component-wise) are copies, so one step's
+    ``x.grad`` survives the next step."""
+    net = QIMIA(token_blocks(3, 16), 16, **config)
+    unpooled = copy.deepcopy(net)
+    unpooled.gradient_pool = None
+    assert copy.deepcopy(net).gradient_pool is not net.gradient_pool
+    lent: list[int] = []
+    take = net.gradient_pool.take
+    net.gradient_pool.take = lambda *args: lent.append((buffer := take(*args)).data_ptr()) or buffer
+    steps = [torch.randn(2, 5, 16, requires_grad=True) for _ in range(2)]
+    for x in steps:
+        net(x).output.square().sum().backward()
+    assert lent[0] == lent[1]  # the second pass got the first one's buffer
+    for x in steps:  # the first step's x.grad, computed before the buffer was reused, is intact
+        reference = x.detach().clone().requires_grad_()
+        unpooled.zero_grad(set_to_none=True)
+        unpooled(reference).output.square().sum().backward()
+        torch.testing.assert_close(x.grad, reference.grad, rtol=1e-5, atol=1e-6)
+
+
 def test_no_grad_forward_matches():
     fast, slow = pair(QIMIA(token_blocks(3, 16), 16, granularity="layer", heads=2, causal=True))
     x = torch.randn(2, 4, 16)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from qimia.layers.feature_layout import FeatureLayout
-from qimia.layers.manual_memory import ManualMemory
+from qimia.layers.manual_memory import GradientPool, ManualMemory
 
 
 class SampleSlots(ManualMemory):
@@ -43,6 +43,7 @@ class SampleSlots(ManualMemory):
         key_dim: ``d_k`` (for the shape external keys must have).
         dtype: storage type of the values.
         phase: readers per phase of the two-phase reads (:class:`ManualMemory`).
+        pool: where the gradient memory comes from (:class:`GradientPool`; ``None``: a new one per pass).
     """
 
     def __init__(
@@ -54,12 +55,13 @@ class SampleSlots(ManualMemory):
         key_dim: int,
         dtype: torch.dtype,
         phase: int = 1,
+        pool: GradientPool | None = None,
     ) -> None:
         self.layout, self.native_ndim = layout, like.dim()
         self.batch, self.heads = like.shape[0], layout.heads
         self.item_shape = (*layout.positions(like), layout.head_dim)  # (*P, D_h)
         self.positions = math.prod(self.item_shape[:-1])
-        super().__init__(counts, (self.batch, self.heads), like, phase)
+        super().__init__(counts, (self.batch, self.heads), like, phase, pool)
         self.key_shape = (self.batch, self.heads, key_dim)
         shape = (self.batch * self.heads, num_slots, math.prod(self.item_shape))  # (B*H, S, F)
         self.values = torch.empty(shape, dtype=dtype, device=like.device)
@@ -131,9 +133,13 @@ class SampleSlots(ManualMemory):
         self._slot(self.stashed, j).copy_(self.layout.to_layer(grad))
         return self.stashed[:, j : j + 1]  # (B*H, 1, F) fp32
 
-    def mix_backward(self, weights: Tensor, grad: Tensor, start: int, count: int) -> Tensor:
+    def mix_backward(self, weights: Tensor, grad: Tensor, start: int, count: int, overwrite: bool = False) -> Tensor:
         w = weights.flatten(1).t().unsqueeze(2)  # (B*H, k, 1)
-        self.grads[:, start:count].addcmul_(w, grad)
+        if overwrite:
+            torch.mul(w, grad, out=self.grads[:, :count])
+            self.grads[:, count:].zero_()
+        else:
+            self.grads[:, start:count].addcmul_(w, grad)
         values = self.values[:, start:count]
         agreement = torch.bmm(grad.to(values.dtype), values.transpose(1, 2))  # (B*H, 1, k): gemv, V^T in place
         return agreement.squeeze(1).t().float().view_as(weights)
@@ -155,10 +161,10 @@ class SampleSlots(ManualMemory):
     def slot_grad(self, slot: int) -> Tensor:
         return self.layout.from_layer(self._slot(self.grads, slot), self.native_ndim)
 
-    def _allocate_grads(self) -> Tensor:
+    def _allocate_grads(self, zeroed: bool) -> Tensor:
         batch_heads, _, features = self.values.shape
         self.stashed = torch.empty(batch_heads, min(self.phase, len(self.counts)), features, device=self.values.device)
-        return torch.zeros(self.values.shape, device=self.values.device)
+        return self.gradient_memory(zeroed)
 
 
 class PositionSlots(ManualMemory):
@@ -175,6 +181,7 @@ class PositionSlots(ManualMemory):
         key_dim: ``d_k`` (for the shape external keys must have).
         dtype: storage type of the values.
         causal: logits are running means over the sequence axis (causal layer-wise keys).
+        pool: where the gradient memory comes from (:class:`GradientPool`; ``None``: a new one per pass).
 
     Every reader reads alone: a phase's batched read would loop over the same slots, saving no pass.
     """
@@ -188,12 +195,13 @@ class PositionSlots(ManualMemory):
         key_dim: int,
         dtype: torch.dtype,
         causal: bool,
+        pool: GradientPool | None = None,
     ) -> None:
         self.layout, self.native_ndim, self.causal = layout, like.dim(), causal
         self.axis = layout.feature_dim % like.dim()  # heads axis of the split layout; D_h follows it
         positions = layout.positions(like)
         self.features_shape = (like.shape[0], *positions, layout.dim)  # (B, *P, D)
-        super().__init__(counts, (layout.heads, like.shape[0], *positions), like)
+        super().__init__(counts, (layout.heads, like.shape[0], *positions), like, pool=pool)
         self.key_shape = (like.shape[0], *positions, layout.heads, key_dim)
         split = list(like.shape)
         split[self.axis : self.axis + 1] = [layout.heads, layout.head_dim]
@@ -248,15 +256,19 @@ class PositionSlots(ManualMemory):
     def grad_layout(self, grad: Tensor) -> Tensor:
         return self.layout.split(grad)  # (*split)
 
-    def mix_backward(self, weights: Tensor, grad: Tensor, start: int, count: int) -> Tensor:
+    def mix_backward(self, weights: Tensor, grad: Tensor, start: int, count: int, overwrite: bool = False) -> Tensor:
         w = self._onto_split(weights)  # (k, *split) with D_h -> 1
-        self.grads[start:count].addcmul_(w, grad)
+        if overwrite:
+            torch.mul(w, grad, out=self.grads[:count])
+            self.grads[count:].zero_()
+        else:
+            self.grads[start:count].addcmul_(w, grad)
         products = torch.mul(self.values[start:count], grad, out=self.scratch[: count - start])  # (k, *split)
         return products.sum(self.axis + 2).movedim(self.axis + 1, 1)  # (k, H, B, *P)
 
     def slot_grad(self, slot: int) -> Tensor:
         return self.layout.merge(self.grads[slot])
 
-    def _allocate_grads(self) -> Tensor:
+    def _allocate_grads(self, zeroed: bool) -> Tensor:
         self.scratch = torch.empty(self.values.shape, device=self.values.device)
-        return torch.zeros(self.values.shape, device=self.values.device)
+        return self.gradient_memory(zeroed)

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from qimia.layers.depth_output import DepthMemory, DepthOutput, SlotKeys
 from qimia.layers.depth_reads import PositionReads, SampleReads
 from qimia.layers.feature_layout import FeatureLayout, same_shape_or_raise
+from qimia.layers.manual_memory import GradientPool
 from qimia.layers.manual_reads import PositionSlots, SampleSlots
 
 Granularity = Literal["layer", "component"]
@@ -158,6 +159,7 @@ class QIMIA(nn.Module):
         # Chosen once: the fused kernel, or the readable reference it is tested against.
         self.fused = hasattr(F, "scaled_dot_product_attention") if fused is None else fused
         self.memory_kind = memory
+        self.gradient_pool = GradientPool()  # dV kept between backward passes, on CPU (see GradientPool)
         self.read_phase = read_phase
         self.detach_external = detach_external
         # Values are read per position (component, causal layer) or per sample (layer).
@@ -286,11 +288,12 @@ class QIMIA(nn.Module):
         manual = kind == "preallocated"
         if manual:
             counts = [len(ext.values) + reader + 1 for reader in range(self.queries.shape[0])]
+            pool = self.gradient_pool if x.device.type == "cpu" else None  # CUDA's allocator caches already
             if self.per_position:
-                memory = PositionSlots(self.layout, x, num_slots, counts, self.key_dim, dtype, self.causal)
+                memory = PositionSlots(self.layout, x, num_slots, counts, self.key_dim, dtype, self.causal, pool)
             else:
                 phase = self.read_phase or self._default_phase(x, dtype, len(counts))
-                memory = SampleSlots(self.layout, x, num_slots, counts, self.key_dim, dtype, phase)
+                memory = SampleSlots(self.layout, x, num_slots, counts, self.key_dim, dtype, phase, pool)
         elif self.per_position:
             memory = PositionReads(self.layout, self.queries, self.scale, x, num_slots, dtype, AUTOGRAD_SLOTS[kind])
         else:
