@@ -19,7 +19,8 @@ its backward instead:
   pairs have a row. Because the queries are parameters, a slot's logits are known when it is written.
   A read is one softmax over its rows and one mixture.
 * **Backward.** Reads run in reverse order and accumulate ``w g`` in place into the gradient memory
-  ``dV`` (allocated once per backward pass) and their logit gradients into ``dL``. The backward of
+  ``dV`` (one per backward pass, kept for the next one on CPU: :class:`GradientPool`; the pass's
+  first read writes it instead of adding to it) and their logit gradients into ``dL``. The backward of
   write ``i`` runs after every read of slot ``i`` and returns the slice ``dV[i]`` and its rows of
   ``dL``. What makes autograd schedule it then is a chain of empty *order* tensors: write ``i`` takes
   the order tensor of write ``i - 1`` and returns its own; a read over ``c`` slots takes that of write
