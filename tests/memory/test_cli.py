@@ -79,6 +79,22 @@ def test_every_experiment_config_trains_one_batch(tmp_path, experiment):
     assert results["steps"] == 1
 
 
+def test_the_dnc_repeat_copy_experiment_is_deepminds_training_demo():
+    """google-deepmind/dnc train.py: hidden 64, memory 16 x 16, 4 read heads, clip 20; 4-bit repeat copy of
+    1-2 vectors, 1-2 repeats, batch 16; RMSprop lr 1e-4, epsilon 1e-10 (TF: decay 0.9, no momentum), global
+    gradient norm clipped to 50."""
+    cfg = compose("memory/train", ["experiment=dnc_repeat_copy"])
+    optimizer = optimizer_factory(cfg)(params=[torch.nn.Parameter(torch.zeros(1))])
+    assert isinstance(optimizer, torch.optim.RMSprop)
+    assert {k: optimizer.defaults[k] for k in ("lr", "eps", "alpha", "momentum")} == {
+        "lr": 1e-4, "eps": 1e-10, "alpha": 0.9, "momentum": 0.0}
+    m, t = cfg.model, cfg.task
+    assert (m.name, m.controller, m.controller_size, m.memory_slots, m.word_size, m.read_heads, m.controller_clip) == (
+        "dnc", "lstm", 64, 16, 16, 4, 20.0)
+    assert (t.name, t.width, t.min_len, t.max_len, t.min_repeats, t.max_repeats) == ("repeat_copy", 4, 1, 2, 1, 2)
+    assert (cfg.data.batch_size, cfg.trainer.gradient_clip_val, cfg.trainer.gradient_clip_algorithm) == (16, 50, "norm")
+
+
 def test_the_ntm_paper_recipe_is_expressible():
     overrides = ["optimizer=rmsprop", "optimizer.lr=1e-4", "optimizer.momentum=0.9", "optimizer.alpha=0.95",
                  "data.batch_size=1", "trainer.gradient_clip_val=10", "trainer.gradient_clip_algorithm=value"]
