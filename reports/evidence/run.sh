@@ -8,7 +8,7 @@ set -euo pipefail
 : "${QIMIA_DATA_DIR:?set QIMIA_DATA_DIR=<mnist-folder>: real MNIST (classification, transfer, denoising)}"
 export QIMIA_DATA_DIR
 tasks=("$@")
-[ ${#tasks[@]} -gt 0 ] || tasks=(lm classification denoising transfer weight_sharing chunking denoising_mnist)
+[ ${#tasks[@]} -gt 0 ] || tasks=(lm lm_long classification denoising transfer weight_sharing chunking denoising_mnist)
 
 command_of() {  # the experiment's own command, without the data placeholder (QIMIA_DATA_DIR gives it)
   python -c "from qimia.app import compose; print(' '.join(compose('models/train', ['experiment=evidence/$1']).command.split()))" \
