@@ -10,7 +10,8 @@ holds the ``results.json`` that ``qimia memory`` writes. For each run found:
   lengths, the best one, the test metrics at the generalisation lengths and the fit time; plus
   ``<family>_seeds`` (``copy_lstm``, ``copy_ntm``, ``repeat_copy_dnc``,
   ``recall_dnc_10k``): mean and sample std over the
-  family's seeds, and for ``copy_ntm`` the seeds that meet the copy bar (:func:`copy_converged`);
+  family's seeds, for ``copy_*`` the seeds that meet the copy bar (:func:`copy_converged`), and each
+  seed's relapses (:func:`relapses`);
 * ``curves.json[<run>]``: the evaluation curve behind every "at N sequences" number in
   ``docs/memory.md`` (step, sequences, bits and wrong bits per sequence, and the wrong bits at each
   generalisation length as ``len<N>``);
@@ -74,7 +75,14 @@ def copy_converged(entry: dict) -> bool:
             and all(generalisation[n]["wrong_bits"] == 0 for n in ("40", "80")))
 
 
-def seed_stats(summary: dict, family: str) -> dict | None:
+def relapses(curve: list[dict], solved: float = 0.1, failed: float = 1.0) -> list[int]:
+    """Steps of the evaluations, after the first at most ``solved`` wrong bits per sequence at the
+    training lengths, with more than ``failed`` (a solved task lost again, as in the NTM's collapses)."""
+    first = next((i for i, point in enumerate(curve) if point["wrong_bits"] <= solved), None)
+    return [] if first is None else [p["step"] for p in curve[first:] if p["wrong_bits"] > failed]
+
+
+def seed_stats(summary: dict, family: str, curves: dict | None = None) -> dict | None:
     """Mean and sample std of the final eval and generalisation over the runs ``<family>_s<seed>``."""
     pattern = re.compile(rf"{re.escape(family)}_s\d+")
     names = sorted(k for k, v in summary.items() if pattern.fullmatch(k) and v.get("final_eval"))
@@ -88,6 +96,8 @@ def seed_stats(summary: dict, family: str) -> dict | None:
         stats[f"wrong_bits_len{length}"] = _mean_std([r["generalisation"][length]["wrong_bits"] for r in runs])
     if family.startswith("copy_"):
         stats["converged"] = [k for k in names if copy_converged(summary[k])]
+    if curves is not None:
+        stats["relapses"] = {k: relapses(curves[k]["eval"]) for k in names if k in curves}
     return stats
 
 
@@ -156,7 +166,7 @@ def main() -> None:
     if not found:  # never overwrite the committed results with nothing
         raise SystemExit(f"no runs found under {RUNS}/; run reports/memory/reproduce.sh first (nothing written)")
     for family in SEED_FAMILIES:
-        stats = seed_stats(summary, family)
+        stats = seed_stats(summary, family, curves)
         if stats:
             summary[f"{family}_seeds"] = stats
     plot_seed_curves(curves, "copy_ntm", DEST / "copy_ntm_seeds.png")

@@ -84,10 +84,18 @@ def test_ntm_seeds_are_summarised_with_the_copy_bar_and_plotted(tmp_path, monkey
     assert stats["runs"] == [f"copy_ntm_s{seed}" for seed in range(4)]
     assert stats["converged"] == ["copy_ntm_s0", "copy_ntm_s1"]  # s2 misses at length 80, s3 at lengths 1-20
     assert stats["wrong_bits_len80"]["values"] == [0.0, 0.0, 0.25, 0.0]
+    assert stats["relapses"] == {f"copy_ntm_s{seed}": [] for seed in range(4)}
     assert "copy_lstm_seeds" not in summary and "repeat_copy_dnc_seeds" not in summary
     curve = json.loads((dest / "curves.json").read_text())["copy_ntm_s2"]["eval"]
     assert curve[-1] == {"step": 20, "sequences": 320, "bits": 1.0, "wrong_bits": 0.0, "len40": 0.0, "len80": 0.25}
     assert (dest / "copy_ntm_seeds.png").stat().st_size > 1000
+
+
+def test_relapses_are_the_failed_evaluations_after_the_first_solved_one():
+    mod = load_script()
+    curve = [{"step": 10 * (i + 1), "wrong_bits": w} for i, w in enumerate([30.0, 8.0, 0.05, 0.5, 34.0, 0.0, 2.0])]
+    assert mod.relapses(curve) == [50, 70]  # 8.0 at step 20 comes before the task was solved
+    assert mod.relapses(curve[:2]) == []  # never solved: nothing to relapse from
 
 
 def test_copy_bar_needs_both_generalisation_lengths():
