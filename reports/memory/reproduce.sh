@@ -36,7 +36,7 @@ $Q model=dnc task=copy model.memory_slots=64 model.read_heads=1 trainer.max_step
 $Q model=dnc task=associative_recall model.memory_slots=32 model.read_heads=1 trainer.max_steps=${RECALL_STEPS:-1500} \
    $COMMON hydra.run.dir=$OUT/recall_dnc_s0
 $Q model=lstm task=associative_recall trainer.max_steps=${RECALL_STEPS:-1500} $COMMON hydra.run.dir=$OUT/recall_lstm_s0
-# 4b. DNC on repeat copy as in google-deepmind/dnc's training demo (experiment=dnc_repeat_copy), three seeds;
+# 4b. DNC on repeat copy as in google-deepmind/dnc's training demo (experiment=dnc_repeat_copy, 100k steps), three seeds;
 #     also tested on patterns of 4 vectors (trained on 1-2)
 for s in 0 1 2; do
   $Q experiment=dnc_repeat_copy seed=$s 'data.eval_lengths=[4]' $COMMON hydra.run.dir=$OUT/repeat_copy_dnc_s$s
