@@ -141,3 +141,15 @@ def test_curve_numbers_quoted_in_docs_are_in_curves_json():
         number = float(text.strip("()").replace("the NTM's ", "").split()[0])
         assert number == value, f"docs say {text!r} but curves.json has {value}"
     assert all(e["wrong_bits"] == 0 for e in curves["copy_ntm_adam_s0"]["eval"] if e["sequences"] >= 56_000)
+
+
+def test_ntm_seed_claims_in_docs_match_summary_json():
+    summary = json.loads((ROOT / "reports" / "memory" / "summary.json").read_text())
+    docs = (ROOT / "docs" / "memory.md").read_text()
+    stats = summary["copy_ntm_seeds"]
+    words = {3: "three", 4: "four", 5: "five"}
+    met, seeds = words[len(stats["converged"])].capitalize(), words[len(stats["runs"])]
+    assert f"**{met} of {seeds} seeds meet the bar" in docs
+    assert "copy_ntm_s3" not in stats["converged"] and summary["copy_ntm_s3"]["generalisation"]["80"]["wrong_bits"] > 10
+    relapses = stats["relapses"]["copy_ntm_s2"]
+    assert f"{len(relapses)} validations with more than 1" in docs and f"the last at {relapses[-1]:,} sequences" in docs
