@@ -82,10 +82,14 @@ def relapses(curve: list[dict], solved: float = 0.1, failed: float = 1.0) -> lis
     return [] if first is None else [p["step"] for p in curve[first:] if p["wrong_bits"] > failed]
 
 
+def seed_runs(names: dict, family: str) -> list[str]:
+    """The keys ``<family>_s<seed>`` of ``names``, sorted."""
+    return sorted(k for k in names if re.fullmatch(rf"{re.escape(family)}_s\d+", k))
+
+
 def seed_stats(summary: dict, family: str, curves: dict | None = None) -> dict | None:
     """Mean and sample std of the final eval and generalisation over the runs ``<family>_s<seed>``."""
-    pattern = re.compile(rf"{re.escape(family)}_s\d+")
-    names = sorted(k for k, v in summary.items() if pattern.fullmatch(k) and v.get("final_eval"))
+    names = [k for k in seed_runs(summary, family) if summary[k].get("final_eval")]
     if not names:
         return None
     runs = [summary[k] for k in names]
@@ -104,7 +108,7 @@ def seed_stats(summary: dict, family: str, curves: dict | None = None) -> dict |
 def plot_seed_curves(curves: dict, family: str, path: Path) -> bool:
     """One panel per evaluated length: each seed's wrong bits per sequence against training steps
     (symmetric-log axis, so that 0 is on it). False when no run of the family has a curve."""
-    runs = sorted(k for k in curves if re.fullmatch(rf"{re.escape(family)}_s\d+", k) and curves[k]["eval"])
+    runs = [k for k in seed_runs(curves, family) if curves[k]["eval"]]
     if not runs:
         return False
     import matplotlib
