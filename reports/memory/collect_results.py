@@ -15,10 +15,14 @@ holds the ``results.json`` that ``qimia memory`` writes. For each run found:
 * ``curves.json[<run>]``: the evaluation curve behind every "at N sequences" number in
   ``docs/memory.md`` (step, sequences, bits and wrong bits per sequence, and the wrong bits at each
   generalisation length as ``len<N>``);
-* ``copy_ntm_seeds.png``: the NTM copy seeds' evaluation curves, one panel per length.
+* ``copy_ntm_seeds.png``: the NTM copy seeds' evaluation curves, one panel per length;
+* ``summary.json[ram_mnist]``, ``[ram_translated_mnist]`` (``qimia memory ram``, runs
+  ``ram_mnist_reference_s<seed>``, ``ram_translated_mnist_s<seed>``): each seed's test error with the
+  best-validation weights, its epochs and best epoch, and the mean and sample std over the seeds
+  (:func:`ram_summary`); ``curves.json[<run>]`` their per-epoch training NLL, validation error and rate.
 
 Entries of runs that are not found are kept as they are, and so are the entries of other commands
-(``ut_reverse``, ``ram_mnist``, ``jacobian``: see docs/attention.md).
+(``ut_reverse``, ``jacobian``: see docs/attention.md).
 """
 
 from __future__ import annotations
@@ -49,6 +53,12 @@ FIGURES = {  # run folder -> figures to keep (as reports/memory/<run>_<figure>)
     **{f"recall_dnc_10k_s{seed}": ["curve.png"] for seed in range(1, 3)},
 }
 SEED_FAMILIES = ("copy_lstm", "copy_ntm", "repeat_copy_dnc", "recall_dnc_10k")  # summary[<family>_seeds] over <family>_s<seed>
+RAM_FAMILIES = {  # summary entry -> (run family, its command without seed and run folder)
+    "ram_mnist": ("ram_mnist_reference", "qimia memory ram ram_experiment=mnist_reference"),
+    "ram_translated_mnist": ("ram_translated_mnist", "qimia memory ram ram_experiment=translated_mnist_reference trainer.max_epochs=60"),
+}
+RAM_FIGURES = ["curve.png", "glimpses.png"]  # kept for each RAM run as reports/memory/<run>_<figure>
+RAM_CURVE = ("epoch", "train/nll", "val/error", "lr")  # curves.json[<RAM run>]["epochs"]: per epoch (lr if logged)
 
 
 def _round(value: object, digits: int = 5) -> object:
@@ -135,6 +145,22 @@ def plot_seed_curves(curves: dict, family: str, path: Path) -> bool:
     return True
 
 
+def ram_summary(runs: dict[str, dict], command: str) -> dict:
+    """``qimia memory ram`` runs (run name -> its ``results.json``) -> their summary entry: the test
+    error of each seed (scored once, with the weights of its lowest validation error), the mean and
+    sample std over seeds as ``test_error`` and ``test_error_std``."""
+    per_run = {}
+    for name, results in sorted(runs.items()):
+        curve = results["curve"]
+        best = min(curve, key=lambda point: point["val/error"])
+        per_run[name] = {"test_error": results["test"]["test/error"], "best_val_error": results["best_val_error"],
+                         "epochs": curve[-1]["epoch"], "best_epoch": best["epoch"],
+                         "parameters": results["parameters"], "train_seconds": results["train_seconds"]}
+    errors = _mean_std([run["test_error"] for run in per_run.values()])
+    return {"command": f"{command} seed=<seed>", "test_checkpoint": "best", "test_error": errors["mean"],
+            "test_error_std": errors["std"], "seeds": errors["n"], "runs": per_run}
+
+
 def summarise(results: dict) -> tuple[dict, dict]:
     """One run's ``results.json`` -> its summary entry and its curve entry."""
     curve = [{**{k: p[k] for k in ("step", "sequences", "bits", "wrong_bits")},
@@ -167,6 +193,17 @@ def main() -> None:
         for figure in figures:
             if (src / figure).exists():
                 shutil.copy(src / figure, DEST / f"{run}_{figure}")
+    for entry, (family, command) in RAM_FAMILIES.items():
+        names = seed_runs({p.name: p for p in RUNS.glob(f"{family}_s*") if (p / "results.json").exists()}, family)
+        if names:
+            found += names
+            runs = {n: json.loads((RUNS / n / "results.json").read_text()) for n in names}
+            summary[entry] = ram_summary(runs, command)
+            for name in names:
+                curves[name] = {"epochs": [{k: p[k] for k in RAM_CURVE if k in p} for p in runs[name]["curve"]]}
+                for figure in RAM_FIGURES:
+                    if (RUNS / name / figure).exists():
+                        shutil.copy(RUNS / name / figure, DEST / f"{name}_{figure}")
     if not found:  # never overwrite the committed results with nothing
         raise SystemExit(f"no runs found under {RUNS}/; run reports/memory/reproduce.sh first (nothing written)")
     for family in SEED_FAMILIES:

@@ -6,7 +6,8 @@
 # copies the small artefacts into reports/memory/ and updates summary.json and curves.json.
 # Budgets are environment variables (defaults = the quoted runs). NTM_RESUME=1 continues the NTM run
 # from its last checkpoint (ckpt_path=last) instead of starting it again.
-# The RAM, Universal Transformer and Jacobian runs are described in docs/attention.md.
+# Step 4d (RAM) reads mnist.pkl.gz from paths.data (QIMIA_DATA_DIR); the Universal Transformer and Jacobian
+# runs are described in docs/attention.md.
 set -euo pipefail
 Q="nice -n 10 qimia memory"
 OUT=outputs/memory/reproduce
@@ -45,6 +46,16 @@ done
 #     three seeds; also tested on 12 items (trained on 2-6)
 for s in 0 1 2; do
   $Q experiment=dnc_recall seed=$s 'data.eval_lengths=[12]' $COMMON hydra.run.dir=$OUT/recall_dnc_10k_s$s
+done
+# 4d. RAM on MNIST 28 x 28 with kevinzakka/recurrent-visual-attention's recipe (ram_experiment=mnist_reference:
+#     200 epochs, the rate divided by 10 on a 20-epoch validation plateau, M = 10 sampled trajectories at
+#     evaluation), three seeds; then the same recipe on 60 x 60 translated MNIST, two seeds of 60 epochs
+for s in 0 1 2; do
+  $Q ram ram_experiment=mnist_reference seed=$s $COMMON hydra.run.dir=$OUT/ram_mnist_reference_s$s
+done
+for s in 0 1; do
+  $Q ram ram_experiment=translated_mnist_reference seed=$s trainer.max_epochs=${RAM_TRANSLATED_EPOCHS:-60} $COMMON \
+     hydra.run.dir=$OUT/ram_translated_mnist_s$s
 done
 # 5. throughput benchmark (writes benchmarks/results/memory_throughput.{json,md})
 nice -n 10 python benchmarks/memory_throughput.py

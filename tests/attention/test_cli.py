@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from qimia.app import compose, group_options
 from qimia.attention.cli import load_trained
@@ -119,7 +120,8 @@ def test_two_seed_sweep_makes_two_run_folders(tmp_path, command):
     (command, option) for command in TINY for option in group_options(f"{command}_experiment", "memory")
 ])
 def test_every_experiment_config_trains_one_batch(tmp_path, data_dir, command, experiment):
-    small = {"translated_mnist": ["data.canvas=40"], "rnn": ["net.hidden=4"], "classifier": ["net.hidden=4"]}
+    small = {"translated_mnist": ["data.canvas=40"], "translated_mnist_reference": ["data.canvas=40"],
+             "rnn": ["net.hidden=4"], "classifier": ["net.hidden=4"]}
     tiny = [o for o in TINY[command] if o.startswith("net.")] if command != "jacobian" else []
     assert run(command, f"{command}_experiment={experiment}", *tiny, *small.get(experiment, []),
                f"paths.data={data_dir}", "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path}") == 0
@@ -141,7 +143,6 @@ def _prediction(command: str, net: torch.nn.Module) -> torch.Tensor:
 @pytest.mark.parametrize("command,folder", [("ram", ""), ("ut", "ut_act/seed0"), ("jacobian", "")])
 def test_checkpoint_round_trip_gives_the_same_predictions(runs, command, folder):
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     from qimia.attention.cli import BUILDERS
 
@@ -170,6 +171,15 @@ def test_composed_configs_keep_the_recipes():
     assert ram.data.path.endswith("/mnist.pkl.gz") and ram.optimizer.lr == 3e-4 and ram.net.glimpses == 6
     translated = compose("memory/ram", ["ram_experiment=translated_mnist"])
     assert translated.data.canvas == 60 and (translated.net.patch, translated.net.scales) == (12, 3)
+    reference = {  # kevinzakka/recurrent-visual-attention's config.py and trainer.py
+        "net.std": 0.05, "net.location_hidden": 128, "task.mc_samples": 10, "task.reinforce_weight": 0.01,
+        "optimizer.lr": 3e-4, "trainer.max_epochs": 200, "scheduler.patience": 20, "scheduler.factor": 0.1,
+        "scheduler._target_": "torch.optim.lr_scheduler.ReduceLROnPlateau"}
+    for experiment, batch in (("mnist_reference", "data.batch_size"), ("translated_mnist_reference", "data.base.batch_size")):
+        cfg = compose("memory/ram", [f"ram_experiment={experiment}"])
+        assert {key: OmegaConf.select(cfg, key) for key in reference} == reference, experiment
+        assert OmegaConf.select(cfg, batch) == 128
+    assert compose("memory/ram", ["ram_experiment=translated_mnist_reference"]).data.canvas == 60
     ut = compose("memory/ut", ["ut_experiment=sort"])
     assert ut.data.task == "sort" and ut.trainer.gradient_clip_val == 1.0 and ut.name == "ut_sort"
     classifier = compose("memory/jacobian", ["jacobian_experiment=classifier"])

@@ -19,6 +19,17 @@ def load_script():
     return module
 
 
+@pytest.fixture
+def collect(tmp_path, monkeypatch):
+    """The script, reading runs from ``tmp_path/runs`` and writing into an empty ``tmp_path/reports``."""
+    mod = load_script()
+    runs, dest = tmp_path / "runs", tmp_path / "reports"
+    dest.mkdir()
+    monkeypatch.setattr(mod, "RUNS", runs)
+    monkeypatch.setattr(mod, "DEST", dest)
+    return mod, runs, dest
+
+
 def fake_results(wrong: list[float], generalisation: dict | None = None) -> dict:
     """A ``results.json`` as ``qimia memory`` writes it (eval every 10 steps of batch 16)."""
     curve = [{"step": 10 * (i + 1), "sequences": 160 * (i + 1), "epoch": i, "bits": 2 * w + 1.0, "wrong_bits": w,
@@ -30,14 +41,10 @@ def fake_results(wrong: list[float], generalisation: dict | None = None) -> dict
             "curve": curve, "train": []}
 
 
-def test_collect_writes_eval_curves_and_seed_stats_and_keeps_other_entries(tmp_path, monkeypatch, capsys):
-    mod = load_script()
-    runs, dest = tmp_path / "runs", tmp_path / "reports"
-    dest.mkdir()
+def test_collect_writes_eval_curves_and_seed_stats_and_keeps_other_entries(collect, capsys):
+    mod, runs, dest = collect
     (dest / "summary.json").write_text(json.dumps({"ut_reverse": {"kept": 1}, "copy_dnc_s0": {"old": 1}}))
     (dest / "curves.json").write_text(json.dumps({"ram_mnist": {"curve": [1]}}))
-    monkeypatch.setattr(mod, "RUNS", runs)
-    monkeypatch.setattr(mod, "DEST", dest)
     for seed, final in enumerate([20.0, 22.0, 21.0]):
         d = runs / f"copy_lstm_s{seed}"
         d.mkdir(parents=True)
@@ -66,12 +73,8 @@ def test_collect_writes_eval_curves_and_seed_stats_and_keeps_other_entries(tmp_p
     assert (dest / "copy_ntm_adam_s0_curve.png").read_bytes() == b"png"
 
 
-def test_ntm_seeds_are_summarised_with_the_copy_bar_and_plotted(tmp_path, monkeypatch):
-    mod = load_script()
-    runs, dest = tmp_path / "runs", tmp_path / "reports"
-    dest.mkdir()
-    monkeypatch.setattr(mod, "RUNS", runs)
-    monkeypatch.setattr(mod, "DEST", dest)
+def test_ntm_seeds_are_summarised_with_the_copy_bar_and_plotted(collect):
+    mod, runs, dest = collect
     finals = {0: (0.0, 0.0), 1: (0.05, 0.0), 2: (0.0, 0.25), 3: (0.5, 0.0)}  # seed -> (lengths 1-20, length 80)
     for seed, (final, len80) in finals.items():
         (runs / f"copy_ntm_s{seed}").mkdir(parents=True)
@@ -153,3 +156,25 @@ def test_ntm_seed_claims_in_docs_match_summary_json():
     assert "copy_ntm_s3" not in stats["converged"] and summary["copy_ntm_s3"]["generalisation"]["80"]["wrong_bits"] > 10
     relapses = stats["relapses"]["copy_ntm_s2"]
     assert f"{len(relapses)} validations with more than 1" in docs and f"the last at {relapses[-1]:,} sequences" in docs
+
+
+def test_ram_seeds_give_the_mean_test_error_with_best_validation_weights(collect):
+    mod, runs, dest = collect
+    for seed, test_error in enumerate([0.012, 0.014]):
+        run = runs / f"ram_mnist_reference_s{seed}"
+        run.mkdir(parents=True)
+        curve = [{"epoch": e, "val/error": v} for e, v in enumerate([0.2, 0.011, 0.013], start=1)]
+        results = {"test": {"test/error": test_error, "test/nll": 0.05}, "test_checkpoint": "best",
+                   "best_val_error": 0.011, "parameters": 242317, "train_seconds": 60.0, "curve": curve}
+        (run / "results.json").write_text(json.dumps(results))
+        (run / "glimpses.png").write_bytes(b"png")
+    mod.main()
+    summary = json.loads((dest / "summary.json").read_text())
+    ram = summary["ram_mnist"]
+    assert ram["test_error"] == pytest.approx(0.013) and ram["test_error_std"] == pytest.approx(0.0014142, rel=1e-4)
+    assert ram["seeds"] == 2 and ram["command"].startswith("qimia memory ram ram_experiment=mnist_reference")
+    assert ram["runs"]["ram_mnist_reference_s1"] == {"test_error": 0.014, "best_val_error": 0.011, "epochs": 3,
+                                                    "best_epoch": 2, "parameters": 242317, "train_seconds": 60.0}
+    assert json.loads((dest / "curves.json").read_text())["ram_mnist_reference_s0"]["epochs"][1] == {
+        "epoch": 2, "val/error": 0.011}
+    assert "ram_translated_mnist" not in summary and (dest / "ram_mnist_reference_s0_glimpses.png").read_bytes() == b"png"

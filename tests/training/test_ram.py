@@ -88,3 +88,19 @@ def test_ram_learns_digits_clearly_above_chance(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["test"]["test/error"] < 0.65
     assert results["best_val_error"] == min(row["val/error"] for row in results["curve"])
+    assert [row["lr"] for row in results["curve"]] == [2e-3] * 4  # scheduler=none: the rate it trained with
+
+
+def test_the_curve_keeps_each_epochs_rate_under_the_plateau_scheduler(tmp_path):
+    """``scheduler=plateau`` halves the rate after every epoch whose val/error is no new best."""
+    assert main(["memory", "ram", "ram_experiment=digits", "trainer.max_epochs=5", "threads=1", "logger=[]",
+                 "scheduler=plateau", "scheduler.patience=0", "scheduler.factor=0.5", "optimizer.lr=0.5",
+                 "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}"]) == 0
+    curve = json.loads((tmp_path / "results.json").read_text())["curve"]
+    best, expected = float("inf"), [0.5]
+    for row in curve[:-1]:
+        improved = row["val/error"] < best * (1 - 1e-4)  # ReduceLROnPlateau's default relative threshold
+        best = min(best, row["val/error"])
+        expected.append(expected[-1] * (1.0 if improved else 0.5))
+    assert [row["lr"] for row in curve] == pytest.approx(expected)
+    assert expected[-1] < 0.5  # lr 0.5 diverges: some epoch was no new best

@@ -171,6 +171,21 @@ def test_scheduler_receives_total_steps(adam, image_loader, trainer_factory, tin
     trainer_factory(max_epochs=1).fit(module, image_loader)  # OneCycleLR would raise without total_steps
 
 
+def test_plateau_scheduler_steps_once_per_epoch_on_the_validation_monitor(image_loader, trainer_factory, tiny_classifier):
+    frozen = functools.partial(torch.optim.SGD, lr=1e-12)  # validation accuracy never improves
+    plateau = functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, patience=0)
+    module = ClassificationModule(tiny_classifier(), num_classes=3, optimizer=frozen, scheduler=plateau)
+    trainer = trainer_factory(max_epochs=3)
+    trainer.fit(module, image_loader, image_loader)
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.mode == "max"  # val/acc: the monitor's direction, not the scheduler's default
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-14)  # epochs 2 and 3 divide by 10
+    wrong_way = functools.partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="min")
+    module = ClassificationModule(tiny_classifier(), num_classes=3, optimizer=frozen, scheduler=wrong_way)
+    with pytest.raises(ValueError, match="scheduler.mode='min' but val/acc"):
+        trainer_factory(max_epochs=1).fit(module, image_loader, image_loader)
+
+
 def test_warmup_cosine_shape():
     from qimia.training import warmup_cosine
 

@@ -33,13 +33,20 @@ def _wants_total_steps(factory: Callable[..., Any]) -> bool:
     return "total_steps" in params and "total_steps" not in fixed
 
 
+def _is_plateau(factory: Callable[..., Any]) -> bool:
+    """Whether a (partial) scheduler factory builds ``ReduceLROnPlateau``, which steps on a metric."""
+    return getattr(factory, "func", factory) is torch.optim.lr_scheduler.ReduceLROnPlateau
+
+
 class TaskModule(L.LightningModule):
     """Shared training loop glue.
 
     Args:
         net: the network (kept out of the saved hyper-parameters).
         optimizer: ``params -> Optimizer`` (a Hydra ``_partial_`` such as ``torch.optim.AdamW``).
-        scheduler: ``optimizer -> LRScheduler`` or ``None``; stepped every optimizer step.
+        scheduler: ``optimizer -> LRScheduler`` or ``None``; stepped every optimizer step, except
+            ``ReduceLROnPlateau``, which is stepped once per epoch on ``val/<monitor>`` (its ``mode``
+            is the monitor's unless the config fixes it).
         compile: wrap ``net`` in ``torch.compile`` for training and evaluation.
     """
 
@@ -83,6 +90,17 @@ class TaskModule(L.LightningModule):
         optimizer = self.optimizer_factory(params=parameter_groups(self.net))
         if self.scheduler_factory is None:
             return optimizer
+        if _is_plateau(self.scheduler_factory):
+            fixed = getattr(self.scheduler_factory, "keywords", {}) or {}
+            mode = {} if "mode" in fixed else {"mode": self.monitor_mode}
+            scheduler = self.scheduler_factory(optimizer, **mode)
+            if scheduler.mode != self.monitor_mode:
+                raise ValueError(
+                    f"scheduler.mode={scheduler.mode!r} but val/{self.monitor} is better when "
+                    f"{self.monitor_mode}imised: drop scheduler.mode or set it to {self.monitor_mode!r}."
+                )
+            plateau = {"scheduler": scheduler, "interval": "epoch", "monitor": f"val/{self.monitor}"}
+            return {"optimizer": optimizer, "lr_scheduler": plateau}
         if _wants_total_steps(self.scheduler_factory):
             scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         else:

@@ -94,14 +94,16 @@ class RAMModule(TaskModule):
 
 
 class EpochHistory(L.Callback):
-    """Every epoch's epoch-level metrics (``train/*_epoch``, ``val/*``) after its validation: the
-    learning curve; kept in checkpoints, so a resumed run's curve is whole."""
+    """Every epoch's epoch-level metrics (``train/*_epoch``, ``val/*``) after its validation and the
+    learning rate it trained with (``lr``, the first parameter group's): the learning curve; kept in
+    checkpoints, so a resumed run's curve is whole."""
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        row = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step}
+        row = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step,
+               "lr": trainer.optimizers[0].param_groups[0]["lr"]}  # epoch schedulers step after this hook
         for key, value in trainer.callback_metrics.items():
             if torch.as_tensor(value).numel() == 1 and not key.endswith("_step"):
                 row[key.removesuffix("_epoch")] = float(value)
