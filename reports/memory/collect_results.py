@@ -31,6 +31,7 @@ import json
 import re
 import shutil
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
 
 RUNS, DEST = Path("outputs/memory/reproduce"), Path("reports/memory")
@@ -92,8 +93,8 @@ def relapses(curve: list[dict], solved: float = 0.1, failed: float = 1.0) -> lis
     return [] if first is None else [p["step"] for p in curve[first:] if p["wrong_bits"] > failed]
 
 
-def seed_runs(names: dict, family: str) -> list[str]:
-    """The keys ``<family>_s<seed>`` of ``names``, sorted."""
+def seed_runs(names: Iterable[str], family: str) -> list[str]:
+    """The names ``<family>_s<seed>`` among ``names`` (a dict gives its keys), sorted."""
     return sorted(k for k in names if re.fullmatch(rf"{re.escape(family)}_s\d+", k))
 
 
@@ -177,6 +178,13 @@ def summarise(results: dict) -> tuple[dict, dict]:
     return summary, {"eval": curve}
 
 
+def keep_figures(run: str, figures: Iterable[str]) -> None:
+    """Copy those of the run folder's ``figures`` that exist to ``reports/memory/<run>_<figure>``."""
+    for figure in figures:
+        if (RUNS / run / figure).exists():
+            shutil.copy(RUNS / run / figure, DEST / f"{run}_{figure}")
+
+
 def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -190,20 +198,16 @@ def main() -> None:
             continue
         found.append(run)
         summary[run], curves[run] = summarise(json.loads((src / "results.json").read_text()))
-        for figure in figures:
-            if (src / figure).exists():
-                shutil.copy(src / figure, DEST / f"{run}_{figure}")
+        keep_figures(run, figures)
     for entry, (family, command) in RAM_FAMILIES.items():
-        names = seed_runs({p.name: p for p in RUNS.glob(f"{family}_s*") if (p / "results.json").exists()}, family)
+        names = seed_runs((p.name for p in RUNS.glob(f"{family}_s*") if (p / "results.json").exists()), family)
         if names:
             found += names
             runs = {n: json.loads((RUNS / n / "results.json").read_text()) for n in names}
             summary[entry] = ram_summary(runs, command)
             for name in names:
                 curves[name] = {"epochs": [{k: p[k] for k in RAM_CURVE if k in p} for p in runs[name]["curve"]]}
-                for figure in RAM_FIGURES:
-                    if (RUNS / name / figure).exists():
-                        shutil.copy(RUNS / name / figure, DEST / f"{name}_{figure}")
+                keep_figures(name, RAM_FIGURES)
     if not found:  # never overwrite the committed results with nothing
         raise SystemExit(f"no runs found under {RUNS}/; run reports/memory/reproduce.sh first (nothing written)")
     for family in SEED_FAMILIES:

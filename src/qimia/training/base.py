@@ -22,9 +22,14 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
 
 
+def _fixed_kwargs(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword arguments a (partial) factory already fixes."""
+    return getattr(factory, "keywords", {}) or {}
+
+
 def _wants_total_steps(factory: Callable[..., Any]) -> bool:
     """Whether a (partial) scheduler factory takes ``total_steps`` and has not been given it."""
-    fixed = getattr(factory, "keywords", {}) or {}
+    fixed = _fixed_kwargs(factory)
     target = getattr(factory, "func", factory)
     try:
         params = inspect.signature(target).parameters
@@ -91,8 +96,7 @@ class TaskModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         if _is_plateau(self.scheduler_factory):
-            fixed = getattr(self.scheduler_factory, "keywords", {}) or {}
-            mode = {} if "mode" in fixed else {"mode": self.monitor_mode}
+            mode = {} if "mode" in _fixed_kwargs(self.scheduler_factory) else {"mode": self.monitor_mode}
             scheduler = self.scheduler_factory(optimizer, **mode)
             if scheduler.mode != self.monitor_mode:
                 raise ValueError(
