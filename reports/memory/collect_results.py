@@ -8,14 +8,17 @@ holds the ``results.json`` that ``qimia memory`` writes. For each run found:
 
 * ``summary.json[<run>]``: parameters, steps, sequences, the final evaluation at the training
   lengths, the best one, the test metrics at the generalisation lengths and the fit time; plus
-  ``<family>_seeds`` (``copy_lstm``, ``copy_ntm``, ``repeat_copy_dnc``,
+  ``<family>_seeds`` (``copy_lstm``, ``copy_ntm``, ``copy_ntm_decay``, ``repeat_copy_dnc``,
   ``recall_dnc_10k``): mean and sample std over the
   family's seeds, for ``copy_*`` the seeds that meet the copy bar (:func:`copy_converged`), and each
   seed's relapses (:func:`relapses`);
 * ``curves.json[<run>]``: the evaluation curve behind every "at N sequences" number in
   ``docs/memory.md`` (step, sequences, bits and wrong bits per sequence, and the wrong bits at each
   generalisation length as ``len<N>``);
-* ``copy_ntm_seeds.png``: the NTM copy seeds' evaluation curves, one panel per length;
+* ``summary.json[<run>]["rate_changes"]``: the step of every change of the learning rate (from the
+  run's CSV log), for runs whose rate changed (``experiment=ntm_paper_decay``);
+* ``copy_ntm_seeds.png``, ``copy_ntm_decay_seeds.png``: the NTM copy seeds' evaluation curves, one
+  panel per length, under the paper's recipe and with the plateau decay;
 * ``summary.json[ram_mnist]``, ``[ram_translated_mnist]`` (``qimia memory ram``, runs
   ``ram_mnist_reference_s<seed>``, ``ram_translated_mnist_s<seed>``): each seed's test error with the
   best-validation weights, its epochs and best epoch, and the mean and sample std over the seeds
@@ -27,6 +30,7 @@ Entries of runs that are not found are kept as they are, and so are the entries 
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -39,6 +43,9 @@ FIGURES = {  # run folder -> figures to keep (as reports/memory/<run>_<figure>)
     # the NTM paper's recipe (experiment=ntm_paper), five seeds
     "copy_ntm_s0": ["curve.png", "weightings.png", "weightings_len80.png"],
     **{f"copy_ntm_s{seed}": ["curve.png"] for seed in range(1, 5)},
+    # the same recipe with the rate divided by 10 on a 10-evaluation plateau (experiment=ntm_paper_decay)
+    "copy_ntm_decay_s0": ["curve.png", "weightings_len80.png"],
+    **{f"copy_ntm_decay_s{seed}": ["curve.png"] for seed in range(1, 5)},
     "copy_ntm_adam_s0": ["curve.png", "weightings.png", "weightings_len40.png", "weightings_len80.png"],
     "copy_lstm_s0": ["curve.png"],
     "copy_lstm_s1": [],
@@ -53,7 +60,7 @@ FIGURES = {  # run folder -> figures to keep (as reports/memory/<run>_<figure>)
     "recall_dnc_10k_s0": ["curve.png", "weightings.png"],
     **{f"recall_dnc_10k_s{seed}": ["curve.png"] for seed in range(1, 3)},
 }
-SEED_FAMILIES = ("copy_lstm", "copy_ntm", "repeat_copy_dnc", "recall_dnc_10k")  # summary[<family>_seeds] over <family>_s<seed>
+SEED_FAMILIES = ("copy_lstm", "copy_ntm", "copy_ntm_decay", "repeat_copy_dnc", "recall_dnc_10k")  # summary[<family>_seeds] over <family>_s<seed>
 RAM_FAMILIES = {  # summary entry -> (run family, its command without seed and run folder)
     "ram_mnist": ("ram_mnist_reference", "qimia memory ram ram_experiment=mnist_reference"),
     "ram_translated_mnist": ("ram_translated_mnist", "qimia memory ram ram_experiment=translated_mnist_reference trainer.max_epochs=60"),
@@ -178,6 +185,24 @@ def summarise(results: dict) -> tuple[dict, dict]:
     return summary, {"eval": curve}
 
 
+def rate_changes(metrics: Path) -> list[dict] | None:
+    """The learning rate a run started with and every change of it, ``[{"step", "lr"}, ...]``, from
+    the ``lr-<optimizer>`` column that Lightning's ``LearningRateMonitor`` writes to the CSV log
+    (first parameter group); ``None`` without such a log."""
+    if not metrics.exists():
+        return None
+    with metrics.open(newline="") as f:
+        reader = csv.DictReader(f)
+        column = next((c for c in reader.fieldnames or () if c.startswith("lr-")), None)
+        if column is None:
+            return None
+        changes: list[dict] = []
+        for row in reader:
+            if row[column] and (not changes or float(row[column]) != changes[-1]["lr"]):
+                changes.append({"step": int(row["step"]), "lr": float(row[column])})
+    return changes
+
+
 def keep_figures(run: str, figures: Iterable[str]) -> None:
     """Copy those of the run folder's ``figures`` that exist to ``reports/memory/<run>_<figure>``."""
     for figure in figures:
@@ -198,6 +223,9 @@ def main() -> None:
             continue
         found.append(run)
         summary[run], curves[run] = summarise(json.loads((src / "results.json").read_text()))
+        rates = rate_changes(src / "csv" / "metrics.csv")
+        if rates and len(rates) > 1:
+            summary[run]["rate_changes"] = rates
         keep_figures(run, figures)
     for entry, (family, command) in RAM_FAMILIES.items():
         names = seed_runs((p.name for p in RUNS.glob(f"{family}_s*") if (p / "results.json").exists()), family)
@@ -214,7 +242,8 @@ def main() -> None:
         stats = seed_stats(summary, family, curves)
         if stats:
             summary[f"{family}_seeds"] = stats
-    plot_seed_curves(curves, "copy_ntm", DEST / "copy_ntm_seeds.png")
+    for family in ("copy_ntm", "copy_ntm_decay"):
+        plot_seed_curves(curves, family, DEST / f"{family}_seeds.png")
     (DEST / "summary.json").write_text(json.dumps(summary, indent=1))
     (DEST / "curves.json").write_text(json.dumps(_round(curves), indent=1))
     print(f"updated {', '.join(found)} in {DEST}/summary.json and curves.json")

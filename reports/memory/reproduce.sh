@@ -20,6 +20,12 @@ for s in 0 1 2 3 4; do
   $Q experiment=ntm_paper seed=$s trainer.max_steps=${NTM_PAPER_STEPS:-20000} 'data.eval_lengths=[40,80]' $COMMON \
      hydra.run.dir=$OUT/copy_ntm_s$s
 done
+# 0b. the same, with the rate divided by 10 after 10 evaluations (2,500 sequences) without a better validation
+#     (experiment=ntm_paper_decay: once copy is solved the rate steps down to 1e-5, 1e-6, ...), five seeds
+for s in 0 1 2 3 4; do
+  $Q experiment=ntm_paper_decay seed=$s trainer.max_steps=${NTM_PAPER_STEPS:-20000} 'data.eval_lengths=[40,80]' $COMMON \
+     hydra.run.dir=$OUT/copy_ntm_decay_s$s
+done
 # 1. NTM (LSTM controller, 128 x 20 memory, 1 read + 1 write head) on copy, lengths 1-20, under Adam; also lengths
 #    40 and 80
 $Q model=ntm task=copy trainer.max_steps=$NTM_STEPS data.batches_per_epoch=500 'data.eval_lengths=[40,80]' $COMMON \

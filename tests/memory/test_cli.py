@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from qimia.app import compose, group_options
 from qimia.cli import main
 from qimia.data.algorithmic import EvaluationBatches
 from qimia.memory.experiment import load_run
-from qimia.training.engine import optimizer_factory
+from qimia.training.engine import optimizer_factory, scheduler_factory
 from qimia.training.sequence import sequence_metrics
 
 FAST = ["threads=1", "logger=[csv]", "plots=false", "trainer.enable_progress_bar=false", "trainer.max_steps=2",
@@ -105,6 +106,17 @@ def test_the_ntm_paper_recipe_is_expressible():
                                                                                    "alpha": 0.95}
         assert (cfg.data.batch_size, cfg.trainer.gradient_clip_val, cfg.trainer.gradient_clip_algorithm) == (1, 10,
                                                                                                              "value")
+
+
+def test_the_decay_recipe_is_the_paper_recipe_with_a_plateau_decay():
+    paper, decay = compose("memory/train", ["experiment=ntm_paper"]), compose("memory/train", ["experiment=ntm_paper_decay"])
+    assert decay.optimizer == paper.optimizer and decay.data == paper.data
+    assert OmegaConf.to_container(decay.trainer) == OmegaConf.to_container(paper.trainer)
+    assert scheduler_factory(paper) is None
+    optimizer = optimizer_factory(decay)(params=[torch.nn.Parameter(torch.zeros(1))])
+    plateau = scheduler_factory(decay)(optimizer)
+    assert isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert (plateau.factor, plateau.patience) == (0.1, 10)
 
 
 def test_typo_names_the_nearest_key(capsys):

@@ -94,6 +94,29 @@ def test_ntm_seeds_are_summarised_with_the_copy_bar_and_plotted(collect):
     assert (dest / "copy_ntm_seeds.png").stat().st_size > 1000
 
 
+def test_decay_runs_keep_their_rate_changes_from_the_csv_log_and_their_own_seed_family(collect):
+    mod, runs, dest = collect
+    rows = ["epoch,lr-RMSprop/pg1,lr-RMSprop/pg2,step,train/bits,val/wrong_bits",
+            ",0.0001,0.0001,9,,", "0,,,9,3.0,", "0,,,9,,2.5",  # Lightning's CSV: one row per logging call
+            ",0.0001,0.0001,19,,", "1,,,19,,0.0", ",1e-05,1e-05,29,,", ",1e-05,1e-05,39,,", ",1e-06,1e-06,49,,"]
+    for run in ("copy_ntm_decay_s0", "copy_ntm_s0"):
+        (runs / run / "csv").mkdir(parents=True)
+        (runs / run / "results.json").write_text(json.dumps(fake_results([30.0, 0.0], {40: {"bits": 1.0, "wrong_bits": 0.0},
+                                                                                       80: {"bits": 2.0, "wrong_bits": 0.0}})))
+    (runs / "copy_ntm_decay_s0" / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (runs / "copy_ntm_s0" / "csv" / "metrics.csv").write_text("\n".join(rows[:3]) + "\n")  # a constant rate
+    mod.main()
+    summary = json.loads((dest / "summary.json").read_text())
+    assert summary["copy_ntm_decay_s0"]["rate_changes"] == [{"step": 9, "lr": 1e-4}, {"step": 29, "lr": 1e-5},
+                                                            {"step": 49, "lr": 1e-6}]
+    assert "rate_changes" not in summary["copy_ntm_s0"]  # the rate never changed
+    assert summary["copy_ntm_decay_seeds"]["runs"] == ["copy_ntm_decay_s0"]  # not mixed with copy_ntm_s<seed>
+    assert summary["copy_ntm_seeds"]["runs"] == ["copy_ntm_s0"]
+    assert summary["copy_ntm_decay_seeds"]["converged"] == ["copy_ntm_decay_s0"]
+    assert (dest / "copy_ntm_decay_seeds.png").stat().st_size > 1000
+    assert mod.rate_changes(runs / "missing.csv") is None
+
+
 def test_relapses_are_the_failed_evaluations_after_the_first_solved_one():
     mod = load_script()
     curve = [{"step": 10 * (i + 1), "wrong_bits": w} for i, w in enumerate([30.0, 8.0, 0.05, 0.5, 34.0, 0.0, 2.0])]
