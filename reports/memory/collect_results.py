@@ -8,17 +8,16 @@ holds the ``results.json`` that ``qimia memory`` writes. For each run found:
 
 * ``summary.json[<run>]``: parameters, steps, sequences, the final evaluation at the training
   lengths, the best one, the test metrics at the generalisation lengths and the fit time; plus
-  ``<family>_seeds`` (``copy_lstm``, ``copy_ntm``, ``copy_ntm_decay``, ``repeat_copy_dnc``,
-  ``recall_dnc_10k``): mean and sample std over the
-  family's seeds, for ``copy_*`` the seeds that meet the copy bar (:func:`copy_converged`), and each
+  ``<family>_seeds`` (``copy_lstm``, the :data:`NTM_COPY_FAMILIES`, ``repeat_copy_dnc``,
+  ``recall_dnc_10k``): mean and sample std over the family's seeds, for ``copy_*`` the seeds that meet the copy bar (:func:`copy_converged`), and each
   seed's relapses (:func:`relapses`);
 * ``curves.json[<run>]``: the evaluation curve behind every "at N sequences" number in
   ``docs/memory.md`` (step, sequences, bits and wrong bits per sequence, and the wrong bits at each
   generalisation length as ``len<N>``);
 * ``summary.json[<run>]["rate_changes"]``: the step of every change of the learning rate (from the
   run's CSV log), for runs whose rate changed (``experiment=ntm_paper_decay``);
-* ``copy_ntm_seeds.png``, ``copy_ntm_decay_seeds.png``: the NTM copy seeds' evaluation curves, one
-  panel per length, under the paper's recipe and with the plateau decay;
+* ``<family>_seeds.png`` for each of the :data:`NTM_COPY_FAMILIES`: the NTM copy seeds' evaluation
+  curves, one panel per length, one figure per recipe;
 * ``summary.json[ram_mnist]``, ``[ram_translated_mnist]`` (``qimia memory ram``, runs
   ``ram_mnist_reference_s<seed>``, ``ram_translated_mnist_s<seed>``): each seed's test error with the
   best-validation weights, its epochs and best epoch, and the mean and sample std over the seeds
@@ -39,13 +38,16 @@ from collections.abc import Iterable
 from pathlib import Path
 
 RUNS, DEST = Path("outputs/memory/reproduce"), Path("reports/memory")
+NTM_COPY_FAMILIES = (  # the NTM on copy: run family <family>_s<seed>, one per recipe
+    "copy_ntm",  # the paper's recipe with torch's RMSprop (experiment=ntm_paper)
+    "copy_ntm_decay",  # the same, the rate divided by 10 on a 10-evaluation plateau (experiment=ntm_paper_decay)
+    "copy_ntm_graves",  # the paper's recipe with Graves' (2013) RMSprop (experiment=ntm_paper_graves)
+)
 FIGURES = {  # run folder -> figures to keep (as reports/memory/<run>_<figure>)
-    # the NTM paper's recipe (experiment=ntm_paper), five seeds
+    # NTM copy, five seeds of each recipe of NTM_COPY_FAMILIES
+    **{f"{family}_s{seed}": ["curve.png", "weightings_len80.png"] if seed == 0 else ["curve.png"]
+       for family in NTM_COPY_FAMILIES for seed in range(5)},
     "copy_ntm_s0": ["curve.png", "weightings.png", "weightings_len80.png"],
-    **{f"copy_ntm_s{seed}": ["curve.png"] for seed in range(1, 5)},
-    # the same recipe with the rate divided by 10 on a 10-evaluation plateau (experiment=ntm_paper_decay)
-    "copy_ntm_decay_s0": ["curve.png", "weightings_len80.png"],
-    **{f"copy_ntm_decay_s{seed}": ["curve.png"] for seed in range(1, 5)},
     "copy_ntm_adam_s0": ["curve.png", "weightings.png", "weightings_len40.png", "weightings_len80.png"],
     "copy_lstm_s0": ["curve.png"],
     "copy_lstm_s1": [],
@@ -60,7 +62,7 @@ FIGURES = {  # run folder -> figures to keep (as reports/memory/<run>_<figure>)
     "recall_dnc_10k_s0": ["curve.png", "weightings.png"],
     **{f"recall_dnc_10k_s{seed}": ["curve.png"] for seed in range(1, 3)},
 }
-SEED_FAMILIES = ("copy_lstm", "copy_ntm", "copy_ntm_decay", "repeat_copy_dnc", "recall_dnc_10k")  # summary[<family>_seeds] over <family>_s<seed>
+SEED_FAMILIES = ("copy_lstm", *NTM_COPY_FAMILIES, "repeat_copy_dnc", "recall_dnc_10k")  # summary[<family>_seeds] over <family>_s<seed>
 RAM_FAMILIES = {  # summary entry -> (run family, its command without seed and run folder)
     "ram_mnist": ("ram_mnist_reference", "qimia memory ram ram_experiment=mnist_reference"),
     "ram_translated_mnist": ("ram_translated_mnist", "qimia memory ram ram_experiment=translated_mnist_reference trainer.max_epochs=60"),
@@ -242,7 +244,7 @@ def main() -> None:
         stats = seed_stats(summary, family, curves)
         if stats:
             summary[f"{family}_seeds"] = stats
-    for family in ("copy_ntm", "copy_ntm_decay"):
+    for family in NTM_COPY_FAMILIES:
         plot_seed_curves(curves, family, DEST / f"{family}_seeds.png")
     (DEST / "summary.json").write_text(json.dumps(summary, indent=1))
     (DEST / "curves.json").write_text(json.dumps(_round(curves), indent=1))

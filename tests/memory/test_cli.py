@@ -119,6 +119,43 @@ def test_the_decay_recipe_is_the_paper_recipe_with_a_plateau_decay():
     assert (plateau.factor, plateau.patience) == (0.1, 10)
 
 
+def graves_rmsprop_updates(grads: list[float], lr=1e-4, alpha=0.95, momentum=0.9, eps=1e-4) -> list[float]:
+    """Graves (2013), eqs. 38-41, written out: the RMSprop the NTM paper cites."""
+    n = m = delta = 0.0
+    updates = []
+    for g in grads:
+        n, m = alpha * n + (1 - alpha) * g * g, alpha * m + (1 - alpha) * g
+        delta = momentum * delta - lr * g / (n - m * m + eps) ** 0.5
+        updates.append(delta)
+    return updates
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e-2, 10.0])
+def test_the_graves_recipe_steps_like_graves_rmsprop_and_not_like_torch_on_a_vanishing_gradient(scale):
+    paper = compose("memory/train", ["experiment=ntm_paper"])
+    graves = compose("memory/train", ["experiment=ntm_paper_graves"])
+    assert graves.data == paper.data and OmegaConf.to_container(graves.trainer) == OmegaConf.to_container(paper.trainer)
+    grads = [scale * (1.0 + 0.5 * ((7 * t) % 5) / 4) for t in range(30)]  # positive, varying
+    reference = graves_rmsprop_updates(grads)
+
+    def updates(cfg) -> list[float]:
+        weight = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+        optimizer, steps = optimizer_factory(cfg)(params=[weight]), []
+        for g in grads:
+            before = weight.item()
+            weight.grad = torch.tensor([g], dtype=torch.float64)
+            optimizer.step()
+            steps.append(weight.item() - before)
+        return steps
+
+    # torch adds its epsilon after the root: sqrt(a) + sqrt(1e-4) is within a factor sqrt(2) of sqrt(a + 1e-4)
+    for ours, theirs in zip(updates(graves), reference):
+        assert 2 ** -0.5 * 0.999 <= ours / theirs <= 1.001
+    if scale == 1e-6:  # a solved task's gradient: Graves' form barely moves, torch's RMSprop takes full steps
+        assert abs(reference[-1]) < 1e-3 * 1e-4 * 10
+        assert abs(updates(paper)[-1]) > 0.5 * 1e-4 * 10
+
+
 def test_typo_names_the_nearest_key(capsys):
     assert main(["memory", "model.memory_slot=4"]) == 2
     assert "did you mean model.memory_slots" in capsys.readouterr().err

@@ -117,6 +117,25 @@ def test_decay_runs_keep_their_rate_changes_from_the_csv_log_and_their_own_seed_
     assert mod.rate_changes(runs / "missing.csv") is None
 
 
+def test_every_ntm_recipe_has_its_own_seed_family_figure_and_kept_figures(collect):
+    mod, runs, dest = collect
+    assert mod.NTM_COPY_FAMILIES == ("copy_ntm", "copy_ntm_decay", "copy_ntm_graves")
+    for family, wrong in zip(mod.NTM_COPY_FAMILIES, ([30.0, 0.0], [30.0, 5.0], [30.0, 0.05])):
+        for seed in (0, 1):
+            run = runs / f"{family}_s{seed}"
+            run.mkdir(parents=True)
+            (run / "results.json").write_text(json.dumps(fake_results(wrong, {40: {"bits": 1.0, "wrong_bits": 0.0},
+                                                                              80: {"bits": 2.0, "wrong_bits": 0.0}})))
+            (run / "curve.png").write_bytes(b"png")
+    mod.main()
+    summary = json.loads((dest / "summary.json").read_text())
+    for family, converged in zip(mod.NTM_COPY_FAMILIES, (True, False, True)):
+        assert summary[f"{family}_seeds"]["runs"] == [f"{family}_s0", f"{family}_s1"]
+        assert summary[f"{family}_seeds"]["converged"] == ([f"{family}_s0", f"{family}_s1"] if converged else [])
+        assert (dest / f"{family}_seeds.png").stat().st_size > 1000
+        assert (dest / f"{family}_s1_curve.png").read_bytes() == b"png"
+
+
 def test_relapses_are_the_failed_evaluations_after_the_first_solved_one():
     mod = load_script()
     curve = [{"step": 10 * (i + 1), "wrong_bits": w} for i, w in enumerate([30.0, 8.0, 0.05, 0.5, 34.0, 0.0, 2.0])]
