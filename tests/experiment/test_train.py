@@ -124,6 +124,8 @@ def test_a_resumed_run_keeps_its_csv_history(tmp_path):
     assert epochs == [0, 1, 2]  # the epoch before the crash is still there
     steps = [int(r["step"]) for r in rows if r.get("train/loss_step")]
     assert len(steps) == len(set(steps)) == 27  # every step once: the rows logged after the checkpoint are not doubled
+    assert steps == list(range(27))  # at the steps an uninterrupted run logs them (none shifted by the resume)
+    assert [int(r["step"]) for r in rows if r.get("val/loss")] == [8, 17, 26]  # each epoch's last step
 
 
 def test_hyperparameters_reach_the_loggers(tmp_path):

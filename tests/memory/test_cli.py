@@ -3,6 +3,7 @@ the checkpoint round trip."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from qimia.app import compose, group_options
 from qimia.cli import main
 from qimia.data.algorithmic import EvaluationBatches
 from qimia.memory.experiment import load_run
+from qimia.training.base import TaskModule
 from qimia.training.engine import optimizer_factory, scheduler_factory
 from qimia.training.sequence import sequence_metrics
 
@@ -199,6 +201,30 @@ def test_resume_from_the_lightning_checkpoint_continues_exactly(tmp_path):
     resumed = run(tmp_path / "part", *tiny("ntm", "copy", "trainer.max_steps=4", "ckpt_path=last"))
     assert resumed["steps"] == 4
     assert resumed["test"]["bits"] == pytest.approx(full["test"]["bits"], rel=1e-6)
+
+
+def validation_rows(run_dir: Path) -> list[tuple[int, str]]:
+    rows = csv.DictReader(open(run_dir / "csv" / "metrics.csv"))
+    return [(int(r["step"]), r["val/bits"]) for r in rows if r.get("val/bits")]
+
+
+def test_a_run_killed_between_epochs_resumes_with_its_curve_at_the_same_steps(tmp_path, monkeypatch):
+    common = tiny("ntm", "copy", "data.batches_per_epoch=2", "trainer.max_steps=8")
+    full = run(tmp_path / "full", *common)
+    step = TaskModule.training_step
+
+    def killed_after_two_epochs(self, batch, batch_idx):
+        if self.trainer.global_step == 4:
+            raise RuntimeError("simulated crash")  # after the step-4 checkpoint (the end of epoch 2)
+        return step(self, batch, batch_idx)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TaskModule, "training_step", killed_after_two_epochs)
+        assert main(["memory", *common, f"hydra.run.dir={tmp_path / 'part'}"]) != 0
+    resumed = run(tmp_path / "part", *common, "ckpt_path=last")
+    assert resumed["test"] == full["test"]
+    assert validation_rows(tmp_path / "part") == validation_rows(tmp_path / "full")  # same values at the same steps
+    assert [s for s, _ in validation_rows(tmp_path / "full")] == [1, 3, 5, 7]
 
 
 def test_checkpoint_round_trip_rebuilds_the_trained_model(tmp_path):

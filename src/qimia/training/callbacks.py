@@ -1,4 +1,4 @@
-"""Callbacks: training throughput, metric history (learning curves), resumable RNG state."""
+"""Callbacks: training throughput, metric history (learning curves), resumable RNG state and logger step."""
 
 from __future__ import annotations
 
@@ -118,6 +118,24 @@ class RNGState(L.Callback):
                     f"{torch.cuda.device_count()}: resume on the same devices for an exact continuation."
                 )
             torch.cuda.set_rng_state_all(cuda)
+
+
+class ResumedLoggerStep(L.Callback):
+    """Keep the loggers' step equal to ``global_step`` after a resume.
+
+    Lightning (2.6) logs every metric at ``fit_loop.epoch_loop._batches_that_stepped``, which with
+    automatic optimization (every qimia module) equals ``trainer.global_step`` when a batch starts.
+    A fit resumed from a checkpoint written at the end of an epoch of an iterable loader (the
+    memory tasks) counts that batch twice (``_TrainingEpochLoop.reset`` adds one for a checkpoint
+    saved on validation end; Lightning-AI/pytorch-lightning#19367), so every row logged after the
+    resume lands one step late and the learning curve is shifted. This restores the invariant at
+    the first batch (it changes nothing in an uninterrupted run).
+    """
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        if pl_module.automatic_optimization and loop._batches_that_stepped != trainer.global_step:
+            loop._batches_that_stepped = trainer.global_step
 
 
 class RunProgress(L.Callback):

@@ -22,7 +22,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from qimia.training.callbacks import RNGState
+from qimia.training.callbacks import ResumedLoggerStep, RNGState
 
 
 def optimizer_factory(cfg: DictConfig) -> Any:
@@ -56,7 +56,8 @@ def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callb
     also receive the hyper-parameters and, per step, the learning rate), ``callbacks``, any
     callbacks of the config (``+trainer.callbacks=[{_target_: ...}]``) and
     :class:`~qimia.training.callbacks.RNGState`, so a resumed run draws the same random numbers
-    as an uninterrupted one. With ``resume`` (the checkpoint a fit resumes from) the CSV logger
+    as an uninterrupted one (and :class:`~qimia.training.callbacks.ResumedLoggerStep`, so it logs
+    them at the same steps). With ``resume`` (the checkpoint a fit resumes from) the CSV logger
     keeps the rows that checkpoint covers."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
@@ -80,7 +81,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callb
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))  # each logger flattens the tree
     user = [instantiate(c) for c in cfg.trainer.get("callbacks") or []]
-    ours = [checkpoint, RNGState(), *callbacks, *([LearningRateMonitor("step")] if loggers else [])]
+    ours = [checkpoint, RNGState(), ResumedLoggerStep(), *callbacks, *([LearningRateMonitor("step")] if loggers else [])]
     return instantiate(cfg.trainer, callbacks=[*ours, *user], logger=loggers or False, default_root_dir=str(output_dir))
 
 
