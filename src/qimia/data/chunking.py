@@ -38,8 +38,14 @@ single chain, so read copy results against that level, not against ``1 / m``.
 **Defaults.** ``op="copy", hops=2`` (4 chains, 2 distractors). In probe runs of 300 steps at
 batch 32, a depth-8, width-64 Transformer LM reached test acc 0.16 (residual) and 0.14 (QIMIA),
 above chance but under the root-digit level, i.e. mostly that shortcut so far; with
-``op="add", hops=3`` it stayed at chance (0.10). Raise ``hops`` and ``chains``, or switch to
-``op="add"``, for harder settings, and train longer than such probes.
+``op="add", hops=3`` it stayed at chance (0.10). Longer probes (``qimia train
+experiment=evidence/chunking model.mixer=M`` with ``data.train_size=40000
+trainer.limit_train_batches=1250``: 1,250 steps, chains=4) stayed at that level too: test acc 0.285
+(residual) and 0.247 (QIMIA); with ``data.hops=1 data.chains=2 data.train_size=32000
+trainer.limit_train_batches=1000`` (one lookup per query, four root digits, so about 0.3 without
+any lookup) they reached 0.389 and 0.395. So at this width even the one-hop lookup is only starting
+to be learned after 1,000 steps. Raise ``hops`` and ``chains``, or switch to ``op="add"``, for
+harder settings, and train longer than such probes.
 
 **Shapes.** A sequence has ``L = 6 * hops * (chains + distractors) + 4 * chains`` tokens (fixed
 for fixed knobs). An item is ``(inputs (L - 1,), targets (L - 1,))`` long, ``inputs = seq[:-1]``,
