@@ -221,7 +221,9 @@ def test_a_run_killed_between_epochs_resumes_with_its_curve_at_the_same_steps(tm
     with monkeypatch.context() as patch:
         patch.setattr(TaskModule, "training_step", killed_after_two_epochs)
         assert main(["memory", *common, f"hydra.run.dir={tmp_path / 'part'}"]) != 0
+    before = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["FitClock"]
     resumed = run(tmp_path / "part", *common, "ckpt_path=last")
+    assert resumed["fit_seconds"] > before["seconds"] > 0  # the time before the kill is counted too
     assert resumed["test"] == full["test"]
     assert validation_rows(tmp_path / "part") == validation_rows(tmp_path / "full")  # same values at the same steps
     assert [s for s, _ in validation_rows(tmp_path / "full")] == [1, 3, 5, 7]

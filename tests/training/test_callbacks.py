@@ -3,7 +3,7 @@ import random
 import numpy as np
 import torch
 
-from qimia.training import ClassificationModule, RNGState, Throughput
+from qimia.training import ClassificationModule, FitClock, RNGState, Throughput
 from qimia.training.callbacks import batch_items
 
 
@@ -25,3 +25,17 @@ def test_throughput_counts_items(adam, image_loader, trainer_factory, tiny_class
     assert meter.steps == 6 and meter.items == [8] * 5
     assert meter.per_second == 8 / sorted(meter.seconds)[2]  # median step time
     assert batch_items((torch.zeros(4, 16, dtype=torch.long),), "tokens") == 64
+
+
+
+def test_fit_clock_adds_the_seconds_of_the_parts_before_a_resume(adam, image_loader, trainer_factory, tiny_classifier):
+    first = FitClock()
+    module = ClassificationModule(tiny_classifier(), num_classes=3, optimizer=adam)
+    trainer_factory(max_epochs=1, callbacks=[first]).fit(module, image_loader)
+    part = first.seconds
+    assert part > 0 and first.state_dict() == {"seconds": part}  # stopped at the fit's end
+    resumed = FitClock()
+    resumed.load_state_dict({"seconds": part + 100.0})  # a checkpoint of an earlier part that took 100 s more
+    assert resumed.seconds == part + 100.0  # before its fit starts: the earlier parts only
+    trainer_factory(max_epochs=1, callbacks=[resumed]).fit(module, image_loader)
+    assert part + 100.0 < resumed.seconds < part + 100.0 + 60.0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -141,6 +140,7 @@ def ram(cfg: DictConfig) -> float | None:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from qimia.app import output_dir
+    from qimia.training import FitClock
     from qimia.training.engine import fit, optimizer_factory, scheduler_factory, seed_run
     from qimia.training.engine import test as engine_test
     from qimia.training.ram import EpochHistory, RAMModule
@@ -157,10 +157,8 @@ def ram(cfg: DictConfig) -> float | None:
                        scheduler=scheduler_factory(cfg), **cfg.task)
     best = ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="best", monitor="val/error", mode="min",
                            save_top_k=1, auto_insert_metric_name=False)
-    history = EpochHistory()
-    start = time.perf_counter()
-    trainer = fit(cfg, module, out, datamodule=datamodule, callbacks=[best, history])
-    seconds = time.perf_counter() - start
+    history, clock = EpochHistory(), FitClock()
+    trainer = fit(cfg, module, out, datamodule=datamodule, callbacks=[best, history, clock])
     if trainer.interrupted:
         return None
     tested = "best" if cfg.test_checkpoint == "best" and best.best_model_path else "last"  # no best without validation
@@ -181,7 +179,7 @@ def ram(cfg: DictConfig) -> float | None:
         "test_checkpoint": tested,  # the weights the test split was scored with
         "best_val_error": None if best_score is None else float(best_score),
         "parameters": count_parameters(net),
-        "train_seconds": seconds,
+        "train_seconds": clock.seconds,  # every part of a resumed fit
         "curve": history.epochs,
     })
     print(f"[ram] test error {test['test/error']:.4f} ({tested} weights); outputs in {out}")
@@ -194,7 +192,7 @@ def ram(cfg: DictConfig) -> float | None:
 
 def _ut_run(cfg: DictConfig, model: str, seed: int, run_dir: Path) -> dict[str, Any]:
     """Train and test one model for one seed in ``run_dir``; its record for the results table."""
-    from qimia.training import MetricHistory
+    from qimia.training import FitClock, MetricHistory
     from qimia.training.engine import fit, optimizer_factory, scheduler_factory, seed_run
     from qimia.training.universal import SequenceLabellingModule
 
@@ -204,16 +202,14 @@ def _ut_run(cfg: DictConfig, model: str, seed: int, run_dir: Path) -> dict[str, 
     module = SequenceLabellingModule(net, tau=cfg.tau if model == "ut_act" else 0.0,
                                      test_splits=datamodule.test_splits, optimizer=optimizer_factory(cfg),
                                      scheduler=scheduler_factory(cfg))
-    history = MetricHistory()
-    start = time.perf_counter()
-    trainer = fit(cfg, module, run_dir, datamodule=datamodule, callbacks=[history])
-    seconds = time.perf_counter() - start
+    history, clock = MetricHistory(), FitClock()
+    trainer = fit(cfg, module, run_dir, datamodule=datamodule, callbacks=[history, clock])
     test: dict[str, float] = {}
     if not trainer.interrupted:  # one metrics dict per test split (engine.test expects a single one)
         for metrics in trainer.test(module, datamodule=datamodule, verbose=trainer.is_global_zero):
             test.update({k: float(v) for k, v in metrics.items()})
     split = lambda prefix: {k: test.get(f"{prefix}/{k}") for k in ("token_acc", "seq_acc", "ponder_steps")}  # noqa: E731
-    return {"model": model, "seed": seed, "parameters": count_parameters(net), "train_seconds": seconds,
+    return {"model": model, "seed": seed, "parameters": count_parameters(net), "train_seconds": clock.seconds,
             "in_range": split("test"), "longer": split("test_longer"), "curve": history.val,
             "interrupted": trainer.interrupted, "rank": trainer.global_rank}
 

@@ -1,7 +1,7 @@
 """Lightning glue around pure ``nn.Module`` networks: task modules, callbacks, schedules."""
 
 from qimia.training.base import TaskModule
-from qimia.training.callbacks import MetricHistory, RNGState, RunProgress, Throughput
+from qimia.training.callbacks import FitClock, MetricHistory, RNGState, RunProgress, Throughput
 from qimia.training.schedulers import warmup_cosine
 from qimia.training.tasks import TASKS, ClassificationModule, DenoisingModule, LanguageModelModule
 
@@ -9,6 +9,7 @@ __all__ = [
     "TASKS",
     "ClassificationModule",
     "DenoisingModule",
+    "FitClock",
     "LanguageModelModule",
     "MetricHistory",
     "RNGState",

@@ -1,4 +1,4 @@
-"""Callbacks: training throughput, metric history (learning curves), resumable RNG state and logger step."""
+"""Callbacks: training throughput, fit time, metric history (learning curves), resumable RNG state and logger step."""
 
 from __future__ import annotations
 
@@ -54,6 +54,40 @@ class Throughput(L.Callback):
         if not self.seconds:
             return float("nan")
         return statistics.median(self.items) / statistics.median(self.seconds)
+
+
+class FitClock(L.Callback):
+    """Wall seconds of a fit, summed over its resumes.
+
+    ``trainer.fit`` of a resumed run covers only its last part. The clock stores the seconds spent up
+    to each checkpoint in that checkpoint and starts from them on resume, so :attr:`seconds` is the
+    whole fit's time: every part's, less the time between an interruption and the checkpoint before
+    it (which that part trains again).
+    """
+
+    def __init__(self) -> None:
+        self._before = 0.0  # seconds of the earlier parts, from the checkpoint resumed
+        self._start: float | None = None
+        self._end: float | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start, self._end = time.perf_counter(), None
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._end = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of the fit so far (earlier parts included)."""
+        if self._start is None:
+            return self._before
+        return self._before + ((self._end if self._end is not None else time.perf_counter()) - self._start)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._before = float(state_dict["seconds"])
 
 
 class MetricHistory(L.Callback):
