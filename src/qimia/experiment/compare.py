@@ -232,16 +232,22 @@ def job(cfg: DictConfig) -> float | None:
 
 
 def _sweep_keys(overrides: Sequence[str]) -> list[str]:
-    return list(_first_sweep_points(overrides))
+    return list(sweep_values(overrides))
+
+
+def sweep_values(overrides: Sequence[str]) -> dict[str, list[str]]:
+    """``{key: its values}`` of every sweep among ``overrides`` but Hydra's own
+    (``data.chains=2,4,8`` -> ``{"data.chains": ["2", "4", "8"]}``), in their order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return {o.get_key_element(): list(o.sweep_string_iterator()) for o in parsed
+            if o.is_sweep_override() and not o.get_key_element().startswith("hydra")}
 
 
 def _first_sweep_points(overrides: Sequence[str]) -> dict[str, str]:
     """``{key: its first value}`` of every sweep among ``overrides`` (``data.chains=2,4,8`` -> ``"2"``)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return {o.get_key_element(): next(o.sweep_string_iterator()) for o in parsed
-            if o.is_sweep_override() and not o.get_key_element().startswith("hydra")}
+    return {key: values[0] for key, values in sweep_values(overrides).items()}
 
 
 def comparison_dir(cfg: DictConfig, overrides: Sequence[str]) -> Path:

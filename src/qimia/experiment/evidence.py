@@ -139,24 +139,49 @@ def wall_minutes(folder: Path) -> float:
     return (max(f for _, f in spans) - min(s for s, _ in spans)) / 60 if spans else float("nan")
 
 
-def task_rows(task: str, spec: DictConfig, folder: Path) -> list[Row]:
-    """The rows of one task folder: one per point of its sweep (one if it has none)."""
+def command_points(command: str) -> list[str]:
+    """The knob points a task's command sweeps, named as :func:`sweep_suffix` names a run's
+    (``... data.chains=2,8`` -> ``[",data.chains=2", ",data.chains=8"]``; ``[]`` without a sweep)."""
+    import itertools
+    import shlex
+
+    from qimia.experiment.compare import sweep_values
+
+    overrides = [t for t in shlex.split(command) if "=" in t and "<" not in t]  # (not paths.data=<mnist-folder>)
+    sweeps = sweep_values(overrides)
+    return ["".join(f",{k}={v}" for k, v in zip(sweeps, values)) for values in itertools.product(*sweeps.values())]
+
+
+def _not_run(task: str, point: str) -> Row:
+    return Row(task, _point_label(point), None, None, None, "", None, "not run", "", float("nan"), float("nan"), 0)
+
+
+def _point_label(point: str) -> str:
+    return point.lstrip(",").replace("model.", "").replace("data.", "")
+
+
+def task_rows(task: str, spec: DictConfig, folder: Path, expected: Sequence[str] = ()) -> list[Row]:
+    """The rows of one task folder: one per point of its sweep (one if it has none), and a
+    "not run" row for each point of ``expected`` (its command's, :func:`command_points`) without runs."""
     try:
         records = load_records(folder)
     except FileNotFoundError:
-        return [Row(task, "", None, None, None, "", None, "not run", "", float("nan"), float("nan"), 0)]
+        return [_not_run(task, point) for point in expected or [""]]
     arms = {key: str(spec.get(key) or default) for key, default in
             (("qimia", "qimia"), ("residual", "residual"), ("denseformer", "dwa"))}
-    points = sorted({sweep_suffix(r) for r in records}, key=_point_order)
+    points = sorted({sweep_suffix(r) for r in records} | set(expected), key=_point_order)
     minutes = wall_minutes(folder)
     rows = []
     for point in points:
         chosen = [r for r in records if sweep_suffix(r) == point]
+        if not chosen:
+            rows.append(_not_run(task, point))
+            continue
         try:
             by_residual = summarize(chosen, reference=arms["residual"])
             by_denseformer = summarize(chosen, reference=arms["denseformer"])
         except ValueError as err:  # e.g. a comparison still running: some arm has no finished run yet
-            rows.append(Row(task, point.lstrip(","), None, None, None, "", None, f"incomplete: {err}", "",
+            rows.append(Row(task, _point_label(point), None, None, None, "", None, f"incomplete: {err}", "",
                             float("nan"), minutes, len(chosen)))
             continue
         qimia = arms["qimia"] + point
@@ -167,7 +192,7 @@ def task_rows(task: str, spec: DictConfig, folder: Path) -> list[Row]:
         best = pick(others, key=lambda a: a.metric_mean).name
         vs_b = next(a.paired for a in summarize(chosen, reference=best.split(",")[0]).arms if a.name == qimia)
         assert vs_r is not None and vs_d is not None and vs_b is not None
-        rows.append(Row(task, point.lstrip(",").replace("model.", "").replace("data.", ""), by_residual, vs_r, vs_d,
+        rows.append(Row(task, _point_label(point), by_residual, vs_r, vs_d,
                         best.split(",")[0], vs_b, verdict(vs_r, vs_d, by_residual.mode),
                         *floor(spec.get("floor"), chosen, folder), minutes, len(chosen)))
     return rows
@@ -268,12 +293,13 @@ def write_csv(rows: list[Row], path: Path) -> None:
 
 def build(root: str | Path, tasks: DictConfig) -> list[Row]:
     """Every task's rows, in the configured order; writes ``README.md`` and ``summary.csv`` in ``root``."""
-    root = Path(root)
-    rows = [row for task, spec in tasks.items() for row in task_rows(str(task), spec, root / str(spec.dir))]
     from qimia.app import compose
 
+    root = Path(root)
     commands = {str(t): " ".join(str(compose("models/train", [f"experiment={s.experiment}"]).command).split())
                 for t, s in tasks.items()}
+    rows = [row for task, spec in tasks.items()
+            for row in task_rows(str(task), spec, root / str(spec.dir), command_points(commands[str(task)]))]
     dirs = {str(t): str(s.dir) for t, s in tasks.items()}
     root.mkdir(parents=True, exist_ok=True)
     (root / "README.md").write_text(markdown(rows, dirs, commands))
