@@ -14,7 +14,8 @@ learnt anything: the bigram model of the corpus, the noisy input, chance) and a 
 * **hurts**: the interval against residual excludes zero on QIMIA's worse side;
 * **no difference** otherwise (the note says when one interval alone excludes zero).
 
-A task without finished runs gets a row that says so. Each task's time is the wall clock from its
+A task without finished runs gets a row that says so, and so does each knob point of its command
+(``data.chains=2,8``) without runs. Each task's time is the wall clock from its
 first run's start to its last run's end, tuning runs included (n/a for runs that did not record it).
 """
 
