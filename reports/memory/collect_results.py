@@ -43,6 +43,7 @@ NTM_COPY_FAMILIES = (  # the NTM on copy: run family <family>_s<seed>, one per r
     "copy_ntm_decay",  # the same, the rate divided by 10 on a 10-evaluation plateau (experiment=ntm_paper_decay)
     "copy_ntm_graves",  # the paper's recipe with Graves' (2013) RMSprop (experiment=ntm_paper_graves)
     "copy_ntm_clamp1",  # the paper's recipe with the gradient clamped to [-1, 1] (trainer.gradient_clip_val=1)
+    "copy_ntm_clamp1_long",  # the same runs continued to 40,000 sequences (ckpt_path=last)
 )
 FIGURES = {  # run folder -> figures to keep (as reports/memory/<run>_<figure>)
     # NTM copy, five seeds of each recipe of NTM_COPY_FAMILIES
