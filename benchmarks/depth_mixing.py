@@ -11,6 +11,7 @@ memory of a step is reported too.
 
     python benchmarks/depth_mixing.py --threads 1 --depths 24        # CPU: d=128, T=128, B=4
     python benchmarks/depth_mixing.py --device cuda                  # GPU: d=512, T=1024, B=8, bf16
+    python benchmarks/depth_mixing.py --threads 1 --depths 24 --key-dim 8 --tag kd8   # smaller QIMIA keys
 
 ``qimia-layer`` pools keys over the whole sequence (one read per sample); ``qimia-layer-causal``
 pools with a running mean, as a causal LM must, which makes its reads per position like
@@ -71,10 +72,15 @@ CONTAINERS = {  # the layers' own constructors (the model families pick them thr
 }
 
 
-def build(variant: str, depth: int, config: TransformerBlockConfig, device: torch.device) -> torch.nn.Module:
+def build(variant: str, depth: int, config: TransformerBlockConfig, device: torch.device,
+          key_dim: int | None = None) -> torch.nn.Module:
+    """``variant`` around ``depth`` fresh blocks; ``key_dim`` sets QIMIA's per-head key size (default
+    ``D / heads``: a ``D x D`` key projection per slot)."""
     mixer, kwargs = VARIANTS[variant]
     torch.manual_seed(0)
     blocks = [TransformerBlock(config) for _ in range(depth)]
+    if key_dim is not None and mixer == "qimia":
+        kwargs = kwargs | {"key_dim": key_dim}
     return CONTAINERS[mixer](blocks, config.dim, **kwargs).to(device)
 
 
@@ -123,7 +129,7 @@ def measure(args: argparse.Namespace) -> dict:
     load_before = os.getloadavg()
     rows = []
     for depth in args.depths:
-        nets = {name: build(name, depth, config, device) for name in args.variants}
+        nets = {name: build(name, depth, config, device, args.key_dim) for name in args.variants}
         x = torch.randn(args.batch, args.seq, args.dim, device=device, requires_grad=True)
         cpu: dict[str, list[float]] = {name: [] for name in nets}
         wall: dict[str, list[float]] = {name: [] for name in nets}
@@ -175,6 +181,7 @@ def measure(args: argparse.Namespace) -> dict:
             "torch": torch.__version__,
             "dim": args.dim,
             "heads": args.heads,
+            "key_dim": args.key_dim or args.dim // args.heads,
             "seq": args.seq,
             "batch": args.batch,
             "bf16": args.bf16,
@@ -195,6 +202,7 @@ def markdown(result: dict) -> str:
     load = lambda avg: "/".join(f"{v:.1f}" for v in avg)  # noqa: E731
     lines = [
         f"Depth mixers vs residual, same `TransformerBlock`s (d={s['dim']}, heads={s['heads']}, "
+        f"QIMIA key dim {s.get('key_dim', s['dim'] // s['heads'])} per head, "
         f"T={s['seq']}, B={s['batch']}, {'bf16 autocast' if s['bf16'] else 'fp32'}; {s['device']}, "
         f"{s['threads']} threads, torch {s['torch']}; {s['repeats']} round-robin rounds; load average "
         f"(1/5/15 min) {load(s['load_before'])} before, {load(s['load_after'])} after, on {s['cpu_count']} CPUs).",
@@ -245,6 +253,7 @@ def main() -> None:
     parser.add_argument("--depths", type=int, nargs="+", default=[6, 12, 24, 48])
     parser.add_argument("--dim", type=int)
     parser.add_argument("--heads", type=int)
+    parser.add_argument("--key-dim", type=int, help="QIMIA's key size per head (default: dim / heads)")
     parser.add_argument("--seq", type=int)
     parser.add_argument("--batch", type=int)
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction)
