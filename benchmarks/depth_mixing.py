@@ -12,6 +12,7 @@ memory of a step is reported too.
     python benchmarks/depth_mixing.py --threads 1 --depths 24        # CPU: d=128, T=128, B=4
     python benchmarks/depth_mixing.py --device cuda                  # GPU: d=512, T=1024, B=8, bf16
     python benchmarks/depth_mixing.py --threads 1 --depths 24 --key-dim 8 --tag kd8   # smaller QIMIA keys
+    python benchmarks/depth_mixing.py --threads 1 --depths 24 --repeats 5 --profile   # where the time goes
 
 ``qimia-layer`` pools keys over the whole sequence (one read per sample); ``qimia-layer-causal``
 pools with a running mean, as a causal LM must, which makes its reads per position like
@@ -239,6 +240,34 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def profile(args: argparse.Namespace, top: int = 12) -> str:
+    """Markdown: for each variant at the first depth, the ``top`` operators by self CPU time over
+    ``args.repeats`` steps (torch.profiler), the difference to residual being what the mixer costs."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    device, depth = torch.device(args.device), args.depths[0]
+    config = TransformerBlockConfig(dim=args.dim, heads=args.heads, causal=True)
+    x = torch.randn(args.batch, args.seq, args.dim, device=device, requires_grad=True)
+    lines = [f"Operators by self CPU time, {args.repeats} steps each (d={args.dim}, heads={args.heads}, T={args.seq}, "
+             f"B={args.batch}, depth {depth}, {torch.get_num_threads()} threads; `--profile`).", ""]
+    for name in args.variants:
+        net = build(name, depth, config, device, args.key_dim)
+        for _ in range(args.warmup):
+            step(net, x, nullcontext)
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(args.repeats):
+                step(net, x, nullcontext)
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        lines += [f"### {name}: {total / 1e3 / args.repeats:.1f} ms of operator time per step", "",
+                  "| operator | calls / step | self ms / step | share |", "|---|---:|---:|---:|"]
+        lines += [f"| `{e.key}` | {e.count / args.repeats:.0f} | {e.self_cpu_time_total / 1e3 / args.repeats:.2f} | "
+                  f"{e.self_cpu_time_total / total:.1%} |" for e in events[:top]]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def write_results(name: str, result: dict, table: str) -> None:
     """``benchmarks/results/<name>.json`` and ``.md``; the table is printed too."""
     RESULTS.mkdir(exist_ok=True)
@@ -262,6 +291,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--tag", default="", help="suffix of the result files, e.g. d512")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of timing: the top operators of each variant's step (torch.profiler), "
+                             "written to depth_mixing_<device>[_<tag>]_profile.md")
     args = parser.parse_args()
     if "residual" not in args.variants:
         args.variants.insert(0, "residual")
@@ -272,8 +304,13 @@ def main() -> None:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    result = measure(args)
     tag = ("cuda" if gpu else "cpu") + (f"_{args.tag}" if args.tag else "")
+    if args.profile:
+        table = profile(args)
+        (RESULTS / f"depth_mixing_{tag}_profile.md").write_text(table)
+        print(table)
+        return
+    result = measure(args)
     write_results(f"depth_mixing_{tag}", result, markdown(result))
 
 
