@@ -114,13 +114,15 @@ def step(net: torch.nn.Module, x: torch.Tensor, autocast) -> None:
     loss.backward()
 
 
+def autocast_factory(device: torch.device, bf16: bool):
+    """A factory of the step's precision context: bf16 autocast, or nothing for fp32."""
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+
+
 def measure(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    dtype = torch.bfloat16 if args.bf16 else None
-
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+    autocast = autocast_factory(device, args.bf16)
 
     def sync() -> None:
         if cuda:
@@ -203,7 +205,7 @@ def markdown(result: dict) -> str:
     load = lambda avg: "/".join(f"{v:.1f}" for v in avg)  # noqa: E731
     lines = [
         f"Depth mixers vs residual, same `TransformerBlock`s (d={s['dim']}, heads={s['heads']}, "
-        f"QIMIA key dim {s.get('key_dim', s['dim'] // s['heads'])} per head, "
+        f"QIMIA key dim {s['key_dim']} per head, "
         f"T={s['seq']}, B={s['batch']}, {'bf16 autocast' if s['bf16'] else 'fp32'}; {s['device']}, "
         f"{s['threads']} threads, torch {s['torch']}; {s['repeats']} round-robin rounds; load average "
         f"(1/5/15 min) {load(s['load_before'])} before, {load(s['load_after'])} after, on {s['cpu_count']} CPUs).",
@@ -247,17 +249,19 @@ def profile(args: argparse.Namespace, top: int = 12) -> str:
     from torch.profiler import profile as torch_profile
 
     device, depth = torch.device(args.device), args.depths[0]
+    autocast = autocast_factory(device, args.bf16)
     config = TransformerBlockConfig(dim=args.dim, heads=args.heads, causal=True)
     x = torch.randn(args.batch, args.seq, args.dim, device=device, requires_grad=True)
     lines = [f"Operators by self CPU time, {args.repeats} steps each (d={args.dim}, heads={args.heads}, T={args.seq}, "
-             f"B={args.batch}, depth {depth}, {torch.get_num_threads()} threads; `--profile`).", ""]
+             f"B={args.batch}, {'bf16 autocast' if args.bf16 else 'fp32'}, depth {depth}, "
+             f"{torch.get_num_threads()} threads; `--profile`).", ""]
     for name in args.variants:
         net = build(name, depth, config, device, args.key_dim)
         for _ in range(args.warmup):
-            step(net, x, nullcontext)
+            step(net, x, autocast)
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(args.repeats):
-                step(net, x, nullcontext)
+                step(net, x, autocast)
         events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
         total = sum(e.self_cpu_time_total for e in events)
         lines += [f"### {name}: {total / 1e3 / args.repeats:.1f} ms of operator time per step", "",

@@ -27,7 +27,6 @@ def test_throughput_counts_items(adam, image_loader, trainer_factory, tiny_class
     assert batch_items((torch.zeros(4, 16, dtype=torch.long),), "tokens") == 64
 
 
-
 def test_fit_clock_adds_the_seconds_of_the_parts_before_a_resume(adam, image_loader, trainer_factory, tiny_classifier):
     first = FitClock()
     module = ClassificationModule(tiny_classifier(), num_classes=3, optimizer=adam)

@@ -150,7 +150,7 @@ def command_points(command: str) -> list[str]:
 
     overrides = [t for t in shlex.split(command) if "=" in t and "<" not in t]  # (not paths.data=<mnist-folder>)
     sweeps = sweep_values(overrides)
-    return ["".join(f",{k}={v}" for k, v in zip(sweeps, values)) for values in itertools.product(*sweeps.values())]
+    return [sweep_suffix({"sweep": dict(zip(sweeps, values))}) for values in itertools.product(*sweeps.values())]
 
 
 def _not_run(task: str, point: str) -> Row:
