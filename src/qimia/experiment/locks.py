@@ -4,9 +4,16 @@
         if lock.acquired:
             ...train...            # nobody else trains this run now
 
-The lock is ``<run_dir>/.lock``, created with ``O_CREAT | O_EXCL`` (atomic on POSIX file systems,
-including NFS v3+), holding the owner's host and pid. A lock whose owner is a dead process on
-this host is stale and taken over; a lock held on another host is respected until it is removed.
+The lock is ``<run_dir>/.lock``, holding the owner's host and pid. It is written whole to a
+private file first and then hard-linked into place: the link is atomic and fails if a lock
+exists (POSIX file systems, NFS included), so no job ever reads a lock without its owner. (An
+``O_EXCL`` create followed by a write leaves a moment in which the file is empty; a second job
+reading it then took the empty lock for a stale one and trained the run too.)
+
+A lock whose owner is a dead process on this host is stale and taken over: it is renamed away
+(atomic: one job of several wins) and its bytes compared with those judged stale, so a job never
+removes a lock that another job took over in the meantime. A lock held on another host is
+respected until it is removed.
 """
 
 from __future__ import annotations
@@ -31,15 +38,23 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def lock_owner(run_dir: Path) -> dict | None:
-    """The live owner of ``run_dir``'s lock (``{"host", "pid", "since"}``), ``None`` if unlocked or stale."""
+def _owner(text: str) -> dict | None:
+    """The live owner a lock's text names, ``None`` if it names a dead process on this host."""
     try:
-        owner = json.loads((Path(run_dir) / LOCK_NAME).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        owner = json.loads(text)
+    except json.JSONDecodeError:  # not written by this module: nobody's
         return None
     if owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", -1))):
         return None
     return owner
+
+
+def lock_owner(run_dir: Path) -> dict | None:
+    """The live owner of ``run_dir``'s lock (``{"host", "pid", "since"}``), ``None`` if unlocked or stale."""
+    try:
+        return _owner((Path(run_dir) / LOCK_NAME).read_text())
+    except FileNotFoundError:
+        return None
 
 
 class RunLock:
@@ -55,19 +70,40 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):  # second try after removing a stale lock
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if lock_owner(self.path.parent) is not None:
-                    return self
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, f)
-            self.acquired = True
+        mine = self.path.with_name(f"{LOCK_NAME}.{socket.gethostname()}.{os.getpid()}")
+        mine.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}))
+        try:
+            for _ in range(2):  # second try after removing a stale lock
+                try:
+                    os.link(mine, self.path)
+                except FileExistsError:
+                    if not self._remove_stale():
+                        return self
+                    continue
+                self.acquired = True
+                return self
             return self
-        return self
+        finally:
+            mine.unlink()
+
+    def _remove_stale(self) -> bool:
+        """Remove the lock if it is stale (or gone); ``False`` if a live job holds it."""
+        try:
+            seen = self.path.read_text()
+        except FileNotFoundError:
+            return True
+        if _owner(seen) is not None:
+            return False
+        away = self.path.with_name(f"{LOCK_NAME}.stale.{socket.gethostname()}.{os.getpid()}")
+        try:
+            self.path.rename(away)
+        except FileNotFoundError:  # another job removed it first
+            return True
+        if away.read_text() != seen:  # another job took it over after we read it: put it back
+            away.rename(self.path)
+            return False
+        away.unlink()
+        return True
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         if self.acquired:
