@@ -43,6 +43,12 @@ for s in 0 1 2 3 4; do
   $Q experiment=ntm_paper trainer.gradient_clip_val=1 seed=$s trainer.max_steps=$((2 * ${NTM_PAPER_STEPS:-20000})) \
      'data.eval_lengths=[40,80]' $COMMON ckpt_path=last hydra.run.dir=$OUT/copy_ntm_clamp1_long_s$s
 done
+# 0f. the paper's recipe with the rate divided by 10 once, at the first evaluation that meets the copy bar
+#     (experiment=ntm_paper_solved), five seeds
+for s in 0 1 2 3 4; do
+  $Q experiment=ntm_paper_solved seed=$s trainer.max_steps=${NTM_PAPER_STEPS:-20000} 'data.eval_lengths=[40,80]' $COMMON \
+     hydra.run.dir=$OUT/copy_ntm_solved_s$s
+done
 # 1. NTM (LSTM controller, 128 x 20 memory, 1 read + 1 write head) on copy, lengths 1-20, under Adam; also lengths
 #    40 and 80
 $Q model=ntm task=copy trainer.max_steps=$NTM_STEPS data.batches_per_epoch=500 'data.eval_lengths=[40,80]' $COMMON \

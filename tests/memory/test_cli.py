@@ -121,6 +121,17 @@ def test_the_decay_recipe_is_the_paper_recipe_with_a_plateau_decay():
     assert (plateau.factor, plateau.patience) == (0.1, 10)
 
 
+def test_the_solved_recipe_is_the_paper_recipe_with_one_drop_at_the_copy_bar():
+    from qimia.training import ReduceLROnTarget
+
+    paper, solved = compose("memory/train", ["experiment=ntm_paper"]), compose("memory/train", ["experiment=ntm_paper_solved"])
+    assert solved.optimizer == paper.optimizer and solved.data == paper.data
+    assert OmegaConf.to_container(solved.trainer) == OmegaConf.to_container(paper.trainer)
+    optimizer = optimizer_factory(solved)(params=[torch.nn.Parameter(torch.zeros(1))])
+    drop = scheduler_factory(solved)(optimizer)
+    assert isinstance(drop, ReduceLROnTarget) and (drop.target, drop.factor) == (0.1, 0.1)
+
+
 def graves_rmsprop_updates(grads: list[float], lr=1e-4, alpha=0.95, momentum=0.9, eps=1e-4) -> list[float]:
     """Graves (2013), eqs. 38-41, written out: the RMSprop the NTM paper cites."""
     n = m = delta = 0.0

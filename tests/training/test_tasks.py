@@ -186,6 +186,41 @@ def test_plateau_scheduler_steps_once_per_epoch_on_the_validation_monitor(image_
         trainer_factory(max_epochs=1).fit(module, image_loader, image_loader)
 
 
+def test_reduce_on_target_drops_the_rate_once_when_the_metric_reaches_the_target():
+    from qimia.training import ReduceLROnTarget
+
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = ReduceLROnTarget(opt, target=0.1)
+    lrs = []
+    for metric in (0.5, 0.3, 0.1, 0.05, 2.0, 0.0):  # reached at the third evaluation, relapse, reached again
+        sched.step(metric)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.1, 0.1]) and sched.reached_at == 3
+    resumed = ReduceLROnTarget(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1), target=0.1)
+    resumed.load_state_dict(sched.state_dict())
+    resumed.step(0.0)  # a resumed run does not drop a second time
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(0.1) and resumed.reached_at == 3
+    up = ReduceLROnTarget(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), target=0.9, mode="max")
+    up.step(0.8)
+    up.step(0.95)
+    assert up.optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="factor"):
+        ReduceLROnTarget(opt, target=0.1, factor=1.0)
+
+
+def test_reduce_on_target_is_stepped_on_the_validation_monitor(image_loader, trainer_factory, tiny_classifier):
+    from qimia.training import ReduceLROnTarget
+
+    frozen = functools.partial(torch.optim.SGD, lr=1e-12)
+    reached = functools.partial(ReduceLROnTarget, target=0.0)  # val/acc >= 0 at the first evaluation
+    module = ClassificationModule(tiny_classifier(), num_classes=3, optimizer=frozen, scheduler=reached)
+    trainer = trainer_factory(max_epochs=3)
+    trainer.fit(module, image_loader, image_loader)
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.mode == "max" and scheduler.reached_at == 1  # the monitor's direction; epoch 1's validation
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-13)  # once, not once per epoch
+
+
 def test_warmup_cosine_shape():
     from qimia.training import warmup_cosine
 

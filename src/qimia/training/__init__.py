@@ -2,7 +2,7 @@
 
 from qimia.training.base import TaskModule
 from qimia.training.callbacks import FitClock, MetricHistory, RNGState, RunProgress, Throughput
-from qimia.training.schedulers import warmup_cosine
+from qimia.training.schedulers import ReduceLROnTarget, warmup_cosine
 from qimia.training.tasks import TASKS, ClassificationModule, DenoisingModule, LanguageModelModule
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "LanguageModelModule",
     "MetricHistory",
     "RNGState",
+    "ReduceLROnTarget",
     "RunProgress",
     "TaskModule",
     "Throughput",

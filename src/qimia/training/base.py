@@ -39,8 +39,10 @@ def _wants_total_steps(factory: Callable[..., Any]) -> bool:
 
 
 def _is_plateau(factory: Callable[..., Any]) -> bool:
-    """Whether a (partial) scheduler factory builds ``ReduceLROnPlateau``, which steps on a metric."""
-    return getattr(factory, "func", factory) is torch.optim.lr_scheduler.ReduceLROnPlateau
+    """Whether a (partial) scheduler factory builds a ``ReduceLROnPlateau`` (or a subclass such as
+    :class:`~qimia.training.schedulers.ReduceLROnTarget`), which steps on a metric."""
+    target = getattr(factory, "func", factory)
+    return isinstance(target, type) and issubclass(target, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 
 class TaskModule(L.LightningModule):
@@ -50,7 +52,7 @@ class TaskModule(L.LightningModule):
         net: the network (kept out of the saved hyper-parameters).
         optimizer: ``params -> Optimizer`` (a Hydra ``_partial_`` such as ``torch.optim.AdamW``).
         scheduler: ``optimizer -> LRScheduler`` or ``None``; stepped every optimizer step, except
-            ``ReduceLROnPlateau``, which is stepped once per epoch on ``val/<monitor>`` (its ``mode``
+            ``ReduceLROnPlateau`` (and ``ReduceLROnTarget``), which is stepped once per epoch on ``val/<monitor>`` (its ``mode``
             is the monitor's unless the config fixes it).
         compile: wrap ``net`` in ``torch.compile`` for training and evaluation.
     """
