@@ -15,7 +15,7 @@ holds the ``results.json`` that ``qimia memory`` writes. For each run found:
   ``docs/memory.md`` (step, sequences, bits and wrong bits per sequence, and the wrong bits at each
   generalisation length as ``len<N>``);
 * ``summary.json[<run>]["rate_changes"]``: the step of every change of the learning rate (from the
-  run's CSV log), for runs whose rate changed (``experiment=ntm_paper_decay``);
+  run's CSV log), for runs whose rate changed (``experiment=ntm_paper_decay``, ``ntm_paper_solved``);
 * ``<family>_seeds.png`` for each of the :data:`NTM_COPY_FAMILIES`: the NTM copy seeds' evaluation
   curves, one panel per length, one figure per recipe;
 * ``summary.json[ram_mnist]``, ``[ram_translated_mnist]`` (``qimia memory ram``, runs
@@ -44,6 +44,7 @@ NTM_COPY_FAMILIES = (  # the NTM on copy: run family <family>_s<seed>, one per r
     "copy_ntm_graves",  # the paper's recipe with Graves' (2013) RMSprop (experiment=ntm_paper_graves)
     "copy_ntm_clamp1",  # the paper's recipe with the gradient clamped to [-1, 1] (trainer.gradient_clip_val=1)
     "copy_ntm_clamp1_long",  # the same runs continued to 40,000 sequences (ckpt_path=last)
+    "copy_ntm_solved",  # the paper's recipe, the rate divided by 10 once at the copy bar (experiment=ntm_paper_solved)
 )
 FIGURES = {  # run folder -> figures to keep (as reports/memory/<run>_<figure>)
     # NTM copy, five seeds of each recipe of NTM_COPY_FAMILIES
