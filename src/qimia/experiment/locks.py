@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -70,7 +71,7 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        mine = self.path.with_name(f"{LOCK_NAME}.{socket.gethostname()}.{os.getpid()}")
+        mine = self.path.with_name(f"{LOCK_NAME}.{uuid.uuid4().hex}")  # private to this call (threads too)
         mine.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}))
         try:
             for _ in range(2):  # second try after removing a stale lock
@@ -94,7 +95,7 @@ class RunLock:
             return True
         if _owner(seen) is not None:
             return False
-        away = self.path.with_name(f"{LOCK_NAME}.stale.{socket.gethostname()}.{os.getpid()}")
+        away = self.path.with_name(f"{LOCK_NAME}.stale.{uuid.uuid4().hex}")
         try:
             self.path.rename(away)
         except FileNotFoundError:  # another job removed it first
