@@ -6,8 +6,11 @@ import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -89,6 +92,43 @@ def test_concurrent_compares_do_each_run_once(tmp_path):
     finished = "".join(o for o, _ in outputs).count(", done")
     assert finished == 4  # 2 arms x 2 seeds, each trained by exactly one of the two processes
     assert len(_records(out)) == 4 and (out / "results.md").is_file()
+
+
+def _children(pid: int) -> set[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    return {int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()} if tasks.is_dir() else set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"  # not a zombie
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from /proc (Linux)")
+def test_killing_the_driver_stops_its_parallel_jobs(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    command = [sys.executable, "-m", "qimia", "compare", *FAST, "trainer.limit_train_batches=100000",
+               "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path / 'cmp'}"]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    workers: set[int] = set()
+    deadline = time.monotonic() + 120
+    while len(workers) < 2 and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+        workers = {c for c in _children(driver.pid) if b"popen_loky_posix" in Path(f"/proc/{c}/cmdline").read_bytes()}
+    assert len(workers) == 2, "the joblib workers did not start"
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=60) != 0
+    deadline = time.monotonic() + 30
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = [w for w in workers if _alive(w)]
+    for w in left:
+        os.kill(w, signal.SIGKILL)
+    assert not left, "workers kept training after their driver was killed"
 
 
 def test_distributed_runs_inside_a_comparison_are_refused(capsys):

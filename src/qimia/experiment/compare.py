@@ -21,11 +21,14 @@ the folder is written (:mod:`qimia.experiment.report`, the same as ``qimia repor
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from functools import lru_cache
@@ -286,13 +289,34 @@ def _launch(prog: str, config: str, task: str, overrides: Sequence[str], folder:
 
     mine = [o for o in overrides if not o.startswith(("hydra.sweep.dir=", "hydra.run.dir=", "seed=", "seeds="))]
     subdir = "${compare.arm}" + "".join(f",{k}=${{{k}}}" for k in sweep_keys) + "_seed${seed}"
-    code = run_app(prog, config, task, [
-        "-m", *mine, *extra, f"compare.arm={','.join(arms)}", f"seed={','.join(map(str, seeds))}",
-        f"compare.sweep_keys=[{','.join(sweep_keys)}]", f"hydra.sweep.dir={folder}", f"hydra.sweep.subdir='{subdir}'",
-    ])
+    with _terminate_stops_the_jobs():
+        code = run_app(prog, config, task, [
+            "-m", *mine, *extra, f"compare.arm={','.join(arms)}", f"seed={','.join(map(str, seeds))}",
+            f"compare.sweep_keys=[{','.join(sweep_keys)}]", f"hydra.sweep.dir={folder}", f"hydra.sweep.subdir='{subdir}'",
+        ])
     if code == 0:
         _wait_for_others(folder)
     return code
+
+
+@contextlib.contextmanager
+def _terminate_stops_the_jobs():
+    """While the jobs run, SIGTERM (``kill``) raises ``SystemExit`` in the driver, so the launcher
+    unwinds and joblib terminates its worker processes. By default SIGTERM ends the driver alone and
+    leaves its workers training in the background (Ctrl-C reaches the whole process group anyway).
+    Only the main thread can set a handler: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def lr_grid(cfg: DictConfig) -> list[float]:
