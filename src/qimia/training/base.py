@@ -52,8 +52,8 @@ class TaskModule(L.LightningModule):
         net: the network (kept out of the saved hyper-parameters).
         optimizer: ``params -> Optimizer`` (a Hydra ``_partial_`` such as ``torch.optim.AdamW``).
         scheduler: ``optimizer -> LRScheduler`` or ``None``; stepped every optimizer step, except
-            ``ReduceLROnPlateau`` (and ``ReduceLROnTarget``), which is stepped once per epoch on ``val/<monitor>`` (its ``mode``
-            is the monitor's unless the config fixes it).
+            ``ReduceLROnPlateau`` and its subclasses (``ReduceLROnTarget``), stepped once per epoch on
+            ``val/<monitor>`` (their ``mode`` is the monitor's unless the config fixes it).
         compile: wrap ``net`` in ``torch.compile`` for training and evaluation.
     """
 
