@@ -120,8 +120,9 @@ def test_decay_runs_keep_their_rate_changes_from_the_csv_log_and_their_own_seed_
 def test_every_ntm_recipe_has_its_own_seed_family_figure_and_kept_figures(collect):
     mod, runs, dest = collect
     assert mod.NTM_COPY_FAMILIES == ("copy_ntm", "copy_ntm_decay", "copy_ntm_graves", "copy_ntm_clamp1",
-                                     "copy_ntm_clamp1_long")
-    for family, wrong in zip(mod.NTM_COPY_FAMILIES, ([30.0, 0.0], [30.0, 5.0], [30.0, 0.05], [30.0, 0.2], [9.0, 0.0])):
+                                     "copy_ntm_clamp1_long", "copy_ntm_solved")
+    finals = ([30.0, 0.0], [30.0, 5.0], [30.0, 0.05], [30.0, 0.2], [9.0, 0.0], [30.0, 0.106])
+    for family, wrong in zip(mod.NTM_COPY_FAMILIES, finals, strict=True):
         for seed in (0, 1):
             run = runs / f"{family}_s{seed}"
             run.mkdir(parents=True)
@@ -130,7 +131,7 @@ def test_every_ntm_recipe_has_its_own_seed_family_figure_and_kept_figures(collec
             (run / "curve.png").write_bytes(b"png")
     mod.main()
     summary = json.loads((dest / "summary.json").read_text())
-    for family, converged in zip(mod.NTM_COPY_FAMILIES, (True, False, True, False, True)):
+    for family, converged in zip(mod.NTM_COPY_FAMILIES, (True, False, True, False, True, False), strict=True):
         assert summary[f"{family}_seeds"]["runs"] == [f"{family}_s0", f"{family}_s1"]
         assert summary[f"{family}_seeds"]["converged"] == ([f"{family}_s0", f"{family}_s1"] if converged else [])
         assert (dest / f"{family}_seeds.png").stat().st_size > 1000
